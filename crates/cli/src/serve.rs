@@ -1,0 +1,155 @@
+//! `fresco serve`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use fresco_server::{Config, Registry, StorageMode};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Storage {
+    /// Files are stored on this server's disk (the default without FAL_KEY).
+    Local,
+    /// Storage requests through the proxy go to fal (the default with FAL_KEY): fal's cloud
+    /// workers can then fetch the files.
+    Fal,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Where the queue database and the stored files live.
+    #[arg(long, default_value = ".fresco")]
+    data_dir: PathBuf,
+    /// The SQLite database (default: DATA_DIR/fresco.sqlite3).
+    #[arg(long)]
+    database: Option<PathBuf>,
+    /// Absolute base URL of this server as callers reach it (default: from each request's Host).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Where uploads made through the proxy are stored.
+    #[arg(long, value_enum)]
+    storage: Option<Storage>,
+    /// Tokens the proxy requires (Authorization: Key <token>); comma-separated. Without any, the
+    /// proxy is open like @fal-ai/server-proxy's default.
+    #[arg(
+        long,
+        env = "FRESCO_PROXY_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    proxy_tokens: Vec<String>,
+    /// Send forwarded requests to this base URL instead of fal's hosts (tests, benchmarks, mocks).
+    #[arg(long)]
+    upstream_override: Option<String>,
+    /// Origins allowed to call the proxy and queue from other sites (`*` for any); repeatable.
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
+    /// The site served at / (default: the repository's www/ when it exists).
+    #[arg(long)]
+    www: Option<PathBuf>,
+    /// Requests run at once.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Largest JSON body accepted, in bytes.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Largest stored file, in bytes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    max_file_bytes: u64,
+    /// How long finished requests and their results are kept, in seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    result_ttl_secs: u64,
+    /// Delay before the first webhook retry, in milliseconds (doubling each attempt).
+    #[arg(long, default_value_t = 1000)]
+    webhook_retry_base_ms: u64,
+    /// Webhook delivery attempts in all.
+    #[arg(long, default_value_t = 10)]
+    webhook_max_attempts: u32,
+}
+
+fn default_www() -> Option<PathBuf> {
+    let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../www"));
+    repo.is_dir().then_some(repo)
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let fal_key = std::env::var("FAL_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+        .or_else(
+            || match (std::env::var("FAL_KEY_ID"), std::env::var("FAL_KEY_SECRET")) {
+                (Ok(id), Ok(secret)) if !id.is_empty() && !secret.is_empty() => {
+                    Some(format!("{id}:{secret}"))
+                }
+                _ => None,
+            },
+        );
+    let storage = match args.storage {
+        Some(Storage::Local) => StorageMode::Local,
+        Some(Storage::Fal) => StorageMode::Fal,
+        None if fal_key.is_some() => StorageMode::Fal,
+        None => StorageMode::Local,
+    };
+    let mut config = Config::new(&args.data_dir);
+    config.listen = SocketAddr::new(args.host, args.port);
+    config.database = args.database;
+    config.public_url = args.public_url;
+    config.storage = storage;
+    config.fal_key = fal_key;
+    config.proxy_tokens = args
+        .proxy_tokens
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect();
+    config.upstream_override = args.upstream_override;
+    config.cors_origins = args.cors_origins;
+    config.www_dir = args.www.or_else(default_www);
+    config.workers = args.workers.max(1);
+    config.max_body_bytes = args.max_body_bytes;
+    config.max_file_bytes = args.max_file_bytes;
+    config.result_ttl = Duration::from_secs(args.result_ttl_secs);
+    config.webhook_retry_base = Duration::from_millis(args.webhook_retry_base_ms);
+    config.webhook_max_attempts = args.webhook_max_attempts.max(1);
+
+    let summary = format!(
+        "storage: {}; proxy: {}; FAL_KEY: {}",
+        match storage {
+            StorageMode::Local => "local",
+            StorageMode::Fal => "fal",
+        },
+        if config.proxy_tokens.is_empty() {
+            "open"
+        } else {
+            "token required"
+        },
+        if config.fal_key.is_some() {
+            "set"
+        } else {
+            "not set (only local endpoints and storage)"
+        },
+    );
+    let server = fresco_server::start(config, Registry::builtin())
+        .await
+        .context("could not start the server")?;
+    // Scripts (and the tests) read this line to learn the port.
+    println!("fresco serving on {}", server.url());
+    tracing::info!("{summary}");
+    let stop = server.shutdown_token();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    server
+        .wait()
+        .await
+        .context("the server stopped with an error")
+}

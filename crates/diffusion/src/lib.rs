@@ -1,0 +1,22 @@
+//! The diffusion engine: CLIP text encoders, UNet2DCondition (SD 1.x/2.x/XL, 4 or 9 input
+//! channels) and AutoencoderKL on Burn, generic over the backend, with the schedulers and the
+//! img2img/inpaint pipelines. The models arrive with the engine issue; until then this crate only
+//! carries the facts the server already needs.
+
+/// The latent space of every SD/SDXL VAE is 8× smaller than the image on each side.
+pub const VAE_SCALE_FACTOR: u32 = 8;
+
+/// Image sides must be multiples of this to round-trip through the VAE.
+pub fn is_latent_aligned(side: u32) -> bool {
+    side > 0 && side % VAE_SCALE_FACTOR == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sides_must_be_multiples_of_eight() {
+        assert!(super::is_latent_aligned(1024));
+        assert!(!super::is_latent_aligned(1020));
+        assert!(!super::is_latent_aligned(0));
+    }
+}

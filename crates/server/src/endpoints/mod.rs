@@ -1,0 +1,168 @@
+//! The registry of endpoints this server runs itself. Each is a handler that turns a JSON input
+//! into a JSON output, logging as it goes and stopping when cancelled; the queue, the synchronous
+//! run path and the proxy all reach the same handlers.
+
+pub mod echo;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use fresco_protocol::EndpointId;
+use fresco_protocol::error::{ErrorBody, ValidationErrorBody, error_type};
+use fresco_protocol::queue::LogLevel;
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How a handler fails: the HTTP status and body the result replays (fal-api.md §8.4).
+#[derive(Debug, Clone)]
+pub struct JobError {
+    pub status: StatusCode,
+    pub body: Value,
+    /// Short text for the status' `error` field and the webhook's `error`.
+    pub message: String,
+    pub error_type: Option<&'static str>,
+}
+
+impl JobError {
+    /// A 422 with fal's validation body.
+    pub fn validation(body: ValidationErrorBody) -> Self {
+        let message = body
+            .detail
+            .first()
+            .map_or_else(|| "Validation error".to_owned(), |d| d.msg.clone());
+        JobError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: serde_json::to_value(body).unwrap_or(Value::Null),
+            message,
+            error_type: None,
+        }
+    }
+
+    /// Any status with `{"detail": …}`.
+    pub fn with_status(status: StatusCode, detail: Value) -> Self {
+        let message = match &detail {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        JobError {
+            status,
+            body: serde_json::json!({ "detail": detail }),
+            message,
+            error_type: None,
+        }
+    }
+
+    /// The handler failed on its own (500, `runner_server_error`).
+    pub fn internal(message: impl Into<String>) -> Self {
+        let message = message.into();
+        JobError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: serde_json::to_value(ErrorBody::typed(
+                message.clone(),
+                error_type::RUNNER_SERVER_ERROR,
+            ))
+            .unwrap_or(Value::Null),
+            message,
+            error_type: Some(error_type::RUNNER_SERVER_ERROR),
+        }
+    }
+
+    /// The request was cancelled while it ran.
+    pub fn cancelled() -> Self {
+        let message = "Request was cancelled".to_owned();
+        JobError {
+            status: StatusCode::BAD_REQUEST,
+            body: serde_json::to_value(ErrorBody::typed(
+                message.clone(),
+                error_type::CLIENT_CANCELLED,
+            ))
+            .unwrap_or(Value::Null),
+            message,
+            error_type: Some(error_type::CLIENT_CANCELLED),
+        }
+    }
+}
+
+/// What a handler gets besides its input.
+pub struct JobContext {
+    pub request_id: String,
+    /// The full endpoint id the request was sent to (with its sub-path, if any).
+    pub endpoint: EndpointId,
+    logs: mpsc::UnboundedSender<(LogLevel, String)>,
+    cancel: CancellationToken,
+}
+
+impl JobContext {
+    pub fn new(
+        request_id: String,
+        endpoint: EndpointId,
+        logs: mpsc::UnboundedSender<(LogLevel, String)>,
+        cancel: CancellationToken,
+    ) -> Self {
+        JobContext {
+            request_id,
+            endpoint,
+            logs,
+            cancel,
+        }
+    }
+
+    /// Adds a line to the request's logs (seen by `status?logs=1` and the status stream at once).
+    pub fn log(&self, level: LogLevel, message: impl Into<String>) {
+        // The receiver lives until the job is finished; a send can only fail after that.
+        let _ = self.logs.send((level, message.into()));
+    }
+
+    pub fn info(&self, message: impl Into<String>) {
+        self.log(LogLevel::Info, message);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when the request is cancelled; race it against long work.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+}
+
+/// An endpoint implementation.
+pub trait Endpoint: Send + Sync + 'static {
+    fn run(&self, input: Value, ctx: JobContext) -> BoxFuture<'static, Result<Value, JobError>>;
+}
+
+/// Endpoints by app id (`[namespace/]owner/alias`).
+#[derive(Clone, Default)]
+pub struct Registry {
+    endpoints: HashMap<String, Arc<dyn Endpoint>>,
+}
+
+impl Registry {
+    /// The built-in endpoints.
+    pub fn builtin() -> Self {
+        let mut r = Registry::default();
+        r.register(echo::ENDPOINT_ID, echo::Echo);
+        r
+    }
+
+    /// Registers `endpoint` under `app_id` (e.g. `fal-ai/inpaint`); sub-paths reach it too.
+    pub fn register(&mut self, app_id: &str, endpoint: impl Endpoint) {
+        self.endpoints.insert(app_id.to_owned(), Arc::new(endpoint));
+    }
+
+    pub fn get(&self, app_id: &str) -> Option<Arc<dyn Endpoint>> {
+        self.endpoints.get(app_id).cloned()
+    }
+
+    pub fn contains(&self, app_id: &str) -> bool {
+        self.endpoints.contains_key(app_id)
+    }
+
+    pub fn app_ids(&self) -> impl Iterator<Item = &str> {
+        self.endpoints.keys().map(String::as_str)
+    }
+}

@@ -1,0 +1,403 @@
+//! The durable request queue: submit, status, cancel and result over SQLite, run by a pool of
+//! workers that call the registered endpoints.
+
+pub mod routes;
+pub mod store;
+mod stream;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fresco_protocol::EndpointId;
+use fresco_protocol::queue::{LogLevel, QueueStatus, Status};
+use futures_util::FutureExt;
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{Db, DbError, timestamp};
+use crate::endpoints::{JobContext, JobError, Registry};
+pub use store::{CancelEffect, NewRequest, Outcome};
+
+/// A change that may alter some request's status: its id.
+pub type Update = Arc<str>;
+
+struct Inner {
+    db: Db,
+    registry: Registry,
+    /// Wakes an idle worker when a request is queued.
+    work: Notify,
+    /// Every status change (state, position, logs) is announced here.
+    updates: broadcast::Sender<Update>,
+    /// Cancel tokens of running requests.
+    running: Mutex<HashMap<String, CancellationToken>>,
+    max_attempts: u32,
+}
+
+/// A handle to the queue; cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+impl Queue {
+    /// Opens the queue over `db`: requests a crash left running are requeued (or failed when
+    /// they have had all their attempts).
+    pub async fn open(db: Db, registry: Registry, max_attempts: u32) -> Result<Self, DbError> {
+        let (requeued, failed) = db.call(move |c| store::recover(c, max_attempts)).await?;
+        for id in &requeued {
+            let id = id.clone();
+            let line = format!(
+                "The server restarted while this request was running; it was queued again (up to {max_attempts} attempts in all)"
+            );
+            db.call(move |c| {
+                let n: i64 = c.query_row(
+                    "SELECT COUNT(*) FROM logs WHERE request_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )?;
+                store::append_log(c, &id, n as u64, LogLevel::Warn, &line, &timestamp())
+            })
+            .await?;
+        }
+        if !requeued.is_empty() || !failed.is_empty() {
+            tracing::warn!(
+                requeued = requeued.len(),
+                failed = failed.len(),
+                "recovered requests left running by a previous run"
+            );
+        }
+        let (updates, _) = broadcast::channel(1024);
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                db,
+                registry,
+                work: Notify::new(),
+                updates,
+                running: Mutex::new(HashMap::new()),
+                max_attempts,
+            }),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Update> {
+        self.inner.updates.subscribe()
+    }
+
+    fn announce(&self, id: &str) {
+        let _ = self.inner.updates.send(Arc::from(id));
+    }
+
+    /// Starts `workers` workers and the sweeper; they run until `shutdown` is cancelled.
+    pub fn start(&self, workers: usize, result_ttl: Duration, shutdown: CancellationToken) {
+        for _ in 0..workers.max(1) {
+            let q = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move { q.worker(stop).await });
+        }
+        let q = self.clone();
+        tokio::spawn(async move { q.sweeper(result_ttl, shutdown).await });
+    }
+
+    /// Queues a request and answers with its `IN_QUEUE` status.
+    pub async fn submit(&self, req: NewRequest) -> Result<QueueStatus, DbError> {
+        let id = req.id.clone();
+        let status = self
+            .inner
+            .db
+            .call(move |c| {
+                store::insert(c, &req)?;
+                let s = store::state(c, &req.id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+                store::status_body(c, &s, None)
+            })
+            .await?;
+        self.inner.work.notify_one();
+        self.announce(&id);
+        Ok(QueueStatus {
+            gateway_request_id: Some(id),
+            ..status
+        })
+    }
+
+    /// The status of request `id` of `app`, or `None` if there is no such request.
+    pub async fn status(
+        &self,
+        app: &str,
+        id: &str,
+        logs: bool,
+    ) -> Result<Option<QueueStatus>, DbError> {
+        let (app, id) = (app.to_owned(), id.to_owned());
+        self.inner
+            .db
+            .call(move |c| {
+                let Some(s) = store::state(c, &id)?.filter(|s| s.app == app) else {
+                    return Ok(None);
+                };
+                let lines = if logs {
+                    Some(store::logs_since(c, &id, 0)?)
+                } else {
+                    None
+                };
+                store::status_body(c, &s, lines).map(Some)
+            })
+            .await
+    }
+
+    /// The stored answer of a completed request.
+    pub async fn result(&self, app: &str, id: &str) -> Result<ResultLookup, DbError> {
+        let (app, id) = (app.to_owned(), id.to_owned());
+        self.inner
+            .db
+            .call(move |c| {
+                let Some(s) = store::state(c, &id)?.filter(|s| s.app == app) else {
+                    return Ok(ResultLookup::NotFound);
+                };
+                if s.state != Status::Completed {
+                    return Ok(ResultLookup::Pending(s.state));
+                }
+                Ok(match store::result(c, &id)? {
+                    Some((status, body, timeout_type, error_type)) => ResultLookup::Done {
+                        status,
+                        body,
+                        timeout_type,
+                        error_type,
+                    },
+                    None => ResultLookup::NotFound,
+                })
+            })
+            .await
+    }
+
+    /// Cancels a request: a queued one is removed at once, a running one is signalled.
+    pub async fn cancel(&self, app: &str, id: &str) -> Result<CancelEffect, DbError> {
+        let (app_s, id_s) = (app.to_owned(), id.to_owned());
+        let effect = self
+            .inner
+            .db
+            .call(move |c| store::cancel(c, &id_s, &app_s))
+            .await?;
+        match effect {
+            CancelEffect::Requested => {
+                if let Some(token) = self
+                    .inner
+                    .running
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(id).cloned())
+                {
+                    token.cancel();
+                }
+                self.announce(id);
+            }
+            CancelEffect::Removed => self.announce(id),
+            _ => {}
+        }
+        Ok(effect)
+    }
+
+    async fn worker(&self, stop: CancellationToken) {
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            match self.inner.db.call(store::claim_next).await {
+                Ok(Some(job)) => {
+                    // Other requests moved up one place.
+                    self.announce(&job.id);
+                    self.run(job).await;
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        _ = self.inner.work.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("could not claim a request: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn run(&self, job: store::ClaimedRequest) {
+        let id = job.id.clone();
+        tracing::info!(request_id = %id, endpoint = %job.endpoint, attempt = job.attempt, "request started");
+        let token = CancellationToken::new();
+        if let Ok(mut m) = self.inner.running.lock() {
+            m.insert(id.clone(), token.clone());
+        }
+        // A cancel that arrived between the claim and now.
+        let db = self.inner.db.clone();
+        let id2 = id.clone();
+        if matches!(
+            db.call(move |c| store::cancel_requested(c, &id2)).await,
+            Ok(true)
+        ) {
+            token.cancel();
+        }
+
+        let (log_tx, log_rx) = mpsc::unbounded_channel();
+        let logger = tokio::spawn(self.clone().persist_logs(id.clone(), job.log_count, log_rx));
+        let started = Instant::now();
+        let outcome = match (
+            EndpointId::parse(&job.endpoint),
+            self.inner.registry.get(&job.app),
+        ) {
+            (Ok(endpoint), Some(handler)) => {
+                let input = serde_json::from_slice(&job.input).unwrap_or(serde_json::Value::Null);
+                let ctx = JobContext::new(id.clone(), endpoint, log_tx, token.clone());
+                match AssertUnwindSafe(handler.run(input, ctx))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(output)) => {
+                        Outcome::success(serde_json::to_vec(&output).unwrap_or_default())
+                    }
+                    Ok(Err(e)) => job_error_outcome(e),
+                    Err(panic) => {
+                        let msg = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown panic".into());
+                        tracing::error!(request_id = %id, "endpoint panicked: {msg}");
+                        job_error_outcome(JobError::internal(format!(
+                            "The endpoint crashed: {msg}"
+                        )))
+                    }
+                }
+            }
+            _ => {
+                drop(log_tx);
+                job_error_outcome(JobError::internal(format!(
+                    "Endpoint {} is no longer served here",
+                    job.endpoint
+                )))
+            }
+        };
+        // Every log line is stored before the request is marked completed.
+        let _ = logger.await;
+        if let Ok(mut m) = self.inner.running.lock() {
+            m.remove(&id);
+        }
+        let id2 = id.clone();
+        match self
+            .inner
+            .db
+            .call(move |c| store::complete(c, &id2, &outcome).map(|_| outcome.status))
+            .await
+        {
+            Ok(status) => {
+                tracing::info!(request_id = %id, status, ms = started.elapsed().as_millis() as u64, "request finished")
+            }
+            Err(e) => tracing::error!(request_id = %id, "could not store the result: {e}"),
+        }
+        self.announce(&id);
+    }
+
+    async fn persist_logs(
+        self,
+        id: String,
+        first: u64,
+        mut rx: mpsc::UnboundedReceiver<(LogLevel, String)>,
+    ) {
+        let mut idx = first;
+        while let Some((level, message)) = rx.recv().await {
+            let (id2, ts) = (id.clone(), timestamp());
+            let i = idx;
+            if let Err(e) = self
+                .inner
+                .db
+                .call(move |c| store::append_log(c, &id2, i, level, &message, &ts))
+                .await
+            {
+                tracing::error!(request_id = %id, "could not store a log line: {e}");
+            }
+            idx += 1;
+            self.announce(&id);
+        }
+    }
+
+    async fn sweeper(&self, ttl: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last_cleanup = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            match self.expire_start_timeouts().await {
+                Ok(ids) => ids.iter().for_each(|id| self.announce(id)),
+                Err(e) => tracing::error!("could not expire timed-out requests: {e}"),
+            }
+            if last_cleanup.elapsed() > Duration::from_secs(60) {
+                last_cleanup = Instant::now();
+                let secs = ttl.as_secs_f64();
+                match self
+                    .inner
+                    .db
+                    .call(move |c| store::delete_finished_before(c, secs))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("deleted {n} finished requests older than {secs} s"),
+                    Err(e) => tracing::error!("could not delete old requests: {e}"),
+                }
+            }
+        }
+    }
+
+    async fn expire_start_timeouts(&self) -> Result<Vec<String>, DbError> {
+        self.inner
+            .db
+            .call(|c| {
+                let ids = store::expired_queued(c)?;
+                let mut done = Vec::new();
+                for id in ids {
+                    if store::complete(c, &id, &Outcome::start_timeout())? {
+                        done.push(id);
+                    }
+                }
+                Ok(done)
+            })
+            .await
+    }
+
+    /// How many attempts a request gets in all.
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.max_attempts
+    }
+}
+
+/// What `result` found.
+#[derive(Debug)]
+pub enum ResultLookup {
+    NotFound,
+    Pending(Status),
+    Done {
+        status: u16,
+        body: Vec<u8>,
+        timeout_type: Option<String>,
+        error_type: Option<String>,
+    },
+}
+
+fn job_error_outcome(e: JobError) -> Outcome {
+    Outcome::failure(
+        e.status.as_u16(),
+        serde_json::to_vec(&e.body).unwrap_or_default(),
+        e.message,
+        e.error_type,
+    )
+}

@@ -1,0 +1,255 @@
+//! Routing: one dispatcher over the path segments, shared by the HTTP server and by the proxy
+//! when it serves a local target (so both reach exactly the same code).
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fresco_protocol::EndpointId;
+use fresco_protocol::endpoint::NAMESPACES;
+use serde_json::json;
+use tower::ServiceExt;
+
+use crate::http::{self, RouteError};
+use crate::queue::routes as q;
+use crate::storage::routes as st;
+use crate::{AppState, proxy};
+
+/// The axum app: everything goes through [`dispatch`].
+pub fn app(state: AppState) -> Router {
+    Router::new().fallback(handler).with_state(state)
+}
+
+async fn handler(State(state): State<AppState>, req: Request<Body>) -> Response {
+    dispatch(state, req).await
+}
+
+/// Headers a browser on another origin may read.
+const EXPOSED_HEADERS: &str =
+    "x-fal-request-id, x-fal-request-timeout-type, x-fal-error-type, x-fresco-proxy-error";
+
+/// Routes one request.
+pub async fn dispatch(state: AppState, req: Request<Body>) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let is_file_route = path.starts_with("/files/");
+    let mut res = if method == Method::OPTIONS {
+        preflight(&state, origin.as_ref(), is_file_route)
+    } else {
+        route(&state, req)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    };
+    if !is_file_route && let Some(o) = origin.filter(|o| origin_allowed(&state, o)) {
+        let h = res.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+    }
+    tracing::debug!(%method, %path, status = res.status().as_u16(), "request");
+    res
+}
+
+fn origin_allowed(state: &AppState, origin: &HeaderValue) -> bool {
+    let Ok(o) = origin.to_str() else { return false };
+    state.config.cors_origins.iter().any(|a| a == "*" || a == o)
+}
+
+fn preflight(state: &AppState, origin: Option<&HeaderValue>, is_file_route: bool) -> Response {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let allowed = match origin {
+        Some(_) if is_file_route => Some(HeaderValue::from_static("*")),
+        Some(o) if origin_allowed(state, o) => Some(o.clone()),
+        _ => None,
+    };
+    if let Some(o) = allowed {
+        let h = res.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("*, authorization"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    res
+}
+
+fn decode(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Where `requests` stands in a queue path: after `owner/alias`, or `namespace/owner/alias`.
+fn requests_index(segs: &[&str]) -> Option<usize> {
+    let i = if NAMESPACES.contains(segs.first()?) {
+        3
+    } else {
+        2
+    };
+    (segs.len() > i + 1 && segs[i] == "requests" && segs[..i].iter().all(|s| !s.is_empty()))
+        .then_some(i)
+}
+
+async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteError> {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let query = uri.query();
+    let decoded: Vec<String> = uri
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .map(decode)
+        .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let base = http::base_url(state.config.public_url.as_deref(), req.headers());
+    let limit = state.config.max_body_bytes;
+    let headers: HeaderMap = req.headers().clone();
+
+    if segs == ["api", "fal", "proxy"] {
+        return Ok(proxy::handle(state, req).await);
+    }
+    let storage = &state.storage;
+    match (&method, segs.as_slice()) {
+        (&Method::POST, ["storage", "upload", "initiate"]) => {
+            return st::initiate(storage, &base, query, &headers, req.into_body(), false).await;
+        }
+        (&Method::POST, ["storage", "upload", "initiate-multipart"]) => {
+            return st::initiate(storage, &base, query, &headers, req.into_body(), true).await;
+        }
+        (&Method::PUT, ["files", "upload", token]) => {
+            return st::put(storage, &base, token, &headers, req.into_body()).await;
+        }
+        (&Method::PUT, ["files", "multipart", token, part]) => {
+            return st::put_part(storage, token, part, &headers, req.into_body()).await;
+        }
+        (&Method::POST, ["files", "multipart", token, "complete"]) => {
+            return st::complete(storage, &base, token, req.into_body()).await;
+        }
+        (&Method::GET | &Method::HEAD, ["files", key, name]) => {
+            return st::get(storage, &method, key, name).await;
+        }
+        (_, ["files", ..]) | (_, ["storage", ..]) => {
+            return Err(RouteError::new(
+                StatusCode::NOT_FOUND,
+                format!("No storage route {method} {}", uri.path()),
+            ));
+        }
+        (&Method::GET, ["health"]) => {
+            let mut endpoints: Vec<&str> = state.queue.registry().app_ids().collect();
+            endpoints.sort_unstable();
+            return Ok(http::json(
+                StatusCode::OK,
+                &json!({ "status": "ok", "endpoints": endpoints }),
+            ));
+        }
+        (&Method::POST, ["run", rest @ ..]) => {
+            let endpoint = parse_endpoint(&rest.join("/"))?;
+            return q::run(
+                &state.queue,
+                endpoint,
+                &headers,
+                req.into_body(),
+                base,
+                limit,
+            )
+            .await;
+        }
+        _ => {}
+    }
+
+    if let Some(i) = requests_index(&segs) {
+        let app = segs[..i].join("/");
+        let id = segs[i + 1];
+        return match (&method, &segs[i + 2..]) {
+            (&Method::GET, []) => q::result(&state.queue, &app, id).await,
+            (&Method::GET, ["status"]) => q::status(&state.queue, &app, id, query).await,
+            (&Method::GET, ["status", "stream"]) => {
+                q::status_stream(&state.queue, &app, id, query).await
+            }
+            (&Method::PUT, ["cancel"]) => q::cancel(&state.queue, &app, id).await,
+            _ => Err(RouteError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {}", uri.path()),
+            )),
+        };
+    }
+    if method == Method::POST {
+        let endpoint = parse_endpoint(&segs.join("/"))?;
+        return q::submit(
+            &state.queue,
+            endpoint,
+            query,
+            &headers,
+            req.into_body(),
+            base,
+            limit,
+        )
+        .await;
+    }
+    if method == Method::GET || method == Method::HEAD {
+        return Ok(static_file(state, req).await);
+    }
+    Err(RouteError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    ))
+}
+
+fn parse_endpoint(id: &str) -> Result<EndpointId, RouteError> {
+    EndpointId::parse_strict(id).map_err(|e| RouteError::new(StatusCode::NOT_FOUND, e.to_string()))
+}
+
+async fn static_file(state: &AppState, req: Request<Body>) -> Response {
+    let Some(dir) = &state.config.www_dir else {
+        return http::error(
+            StatusCode::NOT_FOUND,
+            "Not found (no site directory is configured)",
+        );
+    };
+    let serve = tower_http::services::ServeDir::new(dir).append_index_html_on_directories(true);
+    match serve.oneshot(req).await {
+        Ok(res) if res.status() == StatusCode::NOT_FOUND => {
+            http::error(StatusCode::NOT_FOUND, "Not found")
+        }
+        Ok(res) => res.map(Body::new),
+        Err(e) => http::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_paths_are_found_with_and_without_namespace() {
+        assert_eq!(
+            requests_index(&["fal-ai", "flux", "requests", "id"]),
+            Some(2)
+        );
+        assert_eq!(
+            requests_index(&["fal-ai", "flux", "requests", "id", "status"]),
+            Some(2)
+        );
+        assert_eq!(
+            requests_index(&["workflows", "me", "wf", "requests", "id"]),
+            Some(3)
+        );
+        assert_eq!(requests_index(&["fal-ai", "flux", "dev"]), None);
+        assert_eq!(requests_index(&["fal-ai", "flux", "requests"]), None);
+        assert_eq!(requests_index(&["index.html"]), None);
+    }
+}
