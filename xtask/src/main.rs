@@ -1,1 +1,162 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's one entry point for set-up, tests, the demo and benchmarks.
+//!
+//! - `cargo xtask demo [--port 8080] [--check]`: builds and starts `fresco serve`, prints its URL
+//!   (`--check`: probes it and exits, as the test suite does);
+//! - `cargo xtask test [--no-lint]`: installs what is missing, then runs every test: formatting and
+//!   clippy, native unit and integration tests, the wasm tests in headless Chromium (WebGPU), the
+//!   end-to-end tests with the real `@fal-ai/client`, and the demo check;
+//! - `cargo xtask setup`: only the installs;
+//! - `cargo xtask bench proxy [--requests N] [--concurrency C]`: our proxy against
+//!   `@fal-ai/server-proxy`'s Express adapter, same upstream, same load.
+
+mod bench;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use util::{Ctx, Result, Service, run};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let ctx = Ctx::new();
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::for_tests(&ctx),
+        Some("test") => test(&ctx, !flag("--no-lint")),
+        Some("demo") => demo(&ctx, value("--port").as_deref().unwrap_or("8080"), flag("--check"), true),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            Some("proxy") => bench::proxy(
+                &ctx,
+                value("--requests").and_then(|v| v.parse().ok()).unwrap_or(20_000),
+                value("--concurrency").and_then(|v| v.parse().ok()).unwrap_or(32),
+            ),
+            other => Err(format!("unknown benchmark {other:?}; available: proxy")),
+        },
+        _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | bench proxy>".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs every test; stops at the first failing step.
+fn test(ctx: &Ctx, lint: bool) -> Result {
+    let started = Instant::now();
+    setup::for_tests(ctx)?;
+    let mut timings = Vec::new();
+    let mut timed = |name: &'static str, f: &mut dyn FnMut() -> Result| -> Result {
+        let t = Instant::now();
+        println!("\n=== {name}");
+        f()?;
+        timings.push((name, t.elapsed()));
+        Ok(())
+    };
+    if lint {
+        timed("rustfmt", &mut || {
+            run(ctx.cargo().args(["fmt", "--all", "--", "--check"]))
+        })?;
+        timed("clippy", &mut || {
+            run(ctx.cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        })?;
+    }
+    timed("native tests", &mut || {
+        run(ctx
+            .cargo()
+            .args(["test", "--workspace", "--all-targets", "--locked"]))
+    })?;
+    timed("browser tests (headless Chromium, WebGPU)", &mut || {
+        let driver = setup::chromedriver()?;
+        run(ctx
+            .cargo()
+            .args([
+                "test",
+                "-p",
+                "fresco-web",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--locked",
+            ])
+            .env("CHROMEDRIVER", driver)
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "300"))
+    })?;
+    timed(
+        "end-to-end tests (the real @fal-ai/client against fresco serve)",
+        &mut || {
+            run(ctx.cargo().args(["build", "-p", "fresco-cli", "--locked"]))?;
+            run(std::process::Command::new("node")
+                .args(["--test", "--test-reporter=spec", "e2e/"])
+                .current_dir(ctx.root.join("tests"))
+                .env("FRESCO_BIN", ctx.bin("fresco")))
+        },
+    )?;
+    timed("demo check", &mut || demo(ctx, "0", true, false))?;
+    println!(
+        "\nall tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    for (name, d) in timings {
+        println!("  {:>6.1} s  {name}", d.as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Builds and starts the server with the demo site; `check` probes it and stops.
+fn demo(ctx: &Ctx, port: &str, check: bool, build: bool) -> Result {
+    if build {
+        run(ctx.cargo().args(["build", "-p", "fresco-cli"]))?;
+    }
+    let data = ctx.root.join(".fresco/demo");
+    let server = Service::start(
+        "fresco serve",
+        std::process::Command::new(ctx.bin("fresco"))
+            .args(["serve", "--port", port, "--data-dir"])
+            .arg(&data)
+            .arg("--www")
+            .arg(ctx.root.join("www")),
+        Duration::from_secs(60),
+    )?;
+    let url = server.url()?;
+    let (status, body) = util::http_get(&format!("{url}/health"))?;
+    if status != 200 || !body.contains("\"ok\"") {
+        return Err(format!("{url}/health answered {status}: {body}"));
+    }
+    let (status, page) = util::http_get(&format!("{url}/"))?;
+    if status != 200 || !page.contains("fresco") {
+        return Err(format!("{url}/ answered {status}"));
+    }
+    println!("\nfresco is serving on {url}\n");
+    println!("  demo site       {url}/");
+    println!("  proxy route     {url}/api/fal/proxy   (point @fal-ai/client's proxyUrl here)");
+    println!(
+        "  queue           POST {url}/fresco/echo, GET {url}/fresco/echo/requests/<id>/status"
+    );
+    println!(
+        "  try it          curl -s -X POST {url}/run/fresco/echo -d '{{\"hello\":\"fresco\"}}'"
+    );
+    if check {
+        println!("demo check passed");
+        return Ok(());
+    }
+    println!("\nCtrl-C stops it.");
+    server.wait()
+}

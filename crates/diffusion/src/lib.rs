@@ -8,7 +8,7 @@ pub const VAE_SCALE_FACTOR: u32 = 8;
 
 /// Image sides must be multiples of this to round-trip through the VAE.
 pub fn is_latent_aligned(side: u32) -> bool {
-    side > 0 && side % VAE_SCALE_FACTOR == 0
+    side > 0 && side.is_multiple_of(VAE_SCALE_FACTOR)
 }
 
 #[cfg(test)]
