@@ -62,6 +62,31 @@ pub struct ValidationErrorBody {
     pub detail: Vec<ValidationErrorItem>,
 }
 
+/// `ValidationError.fieldErrors` of the client, from any 422 body: `detail` as a list of items,
+/// or a string `detail` as one item on `["body"]` of type `value_error`, or nothing (§5.3).
+pub fn field_errors(body: &Value) -> Vec<ValidationErrorItem> {
+    match body.get("detail") {
+        Some(Value::String(msg)) => vec![ValidationErrorItem::new(
+            vec!["body".into()],
+            msg.clone(),
+            "value_error",
+        )],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|i| serde_json::from_value(i.clone()).ok())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `ValidationError.getFieldErrors(field)`: the errors whose last `loc` element is `field`.
+pub fn field_errors_for(body: &Value, field: &str) -> Vec<ValidationErrorItem> {
+    field_errors(body)
+        .into_iter()
+        .filter(|e| matches!(e.loc.last(), Some(Loc::Field(f)) if f == field))
+        .collect()
+}
+
 /// The body of an infrastructure error (timeouts, cancellations, crashes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -127,6 +152,28 @@ mod tests {
         let back: ValidationErrorBody =
             serde_json::from_value(serde_json::to_value(&body).unwrap()).unwrap();
         assert_eq!(back, body);
+    }
+
+    /// Appendix A, t2.js: the two 422 shapes and what `fieldErrors` makes of them.
+    #[test]
+    fn field_errors_of_the_transcript() {
+        let list = json!({"detail":[{"loc":["body","prompt"],"msg":"field required","type":"value_error.missing"},
+                                    {"loc":["body","image_url"],"msg":"bad","type":"value_error"}]});
+        assert_eq!(field_errors(&list).len(), 2);
+        let prompt = field_errors_for(&list, "prompt");
+        assert_eq!(prompt.len(), 1);
+        assert_eq!(prompt[0].msg, "field required");
+        assert!(
+            field_errors_for(&list, "body").is_empty(),
+            "only the last loc element counts"
+        );
+
+        let text = json!({"detail": "bad thing"});
+        assert_eq!(
+            serde_json::to_value(field_errors(&text)).unwrap(),
+            json!([{"loc":["body"],"msg":"bad thing","type":"value_error"}])
+        );
+        assert!(field_errors(&json!({"message": "x"})).is_empty());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod error;
 pub mod headers;
 pub mod queue;
+pub mod retry;
 pub mod sse;
 pub mod storage;
 pub mod urls;
