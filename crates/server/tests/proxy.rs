@@ -49,6 +49,16 @@ async fn upstream(evil: Option<String>) -> common::Recorder {
     .await
 }
 
+/// A server with FAL_KEY whose forwarded requests go to `up`.
+async fn with_key(up: &common::Recorder) -> common::TestServer {
+    let url = up.url.clone();
+    common::start(move |c| {
+        c.fal_key = Some(KEY.into());
+        c.upstream_override = Some(url);
+    })
+    .await
+}
+
 async fn proxied(
     t: &common::TestServer,
     method: reqwest::Method,
@@ -86,11 +96,7 @@ async fn body_checked(res: reqwest::Response) -> (StatusCode, reqwest::header::H
 #[tokio::test]
 async fn forwards_with_fal_key_and_only_fal_headers_keeping_status_and_response_headers() {
     let up = upstream(None).await;
-    let t = common::start(|c| {
-        c.fal_key = Some(KEY.into());
-        c.upstream_override = Some(up.url.clone());
-    })
-    .await;
+    let t = with_key(&up).await;
     let target = "https://queue.fal.run/fal-ai/flux/requests/rid/status?logs=1";
     let res = proxied(&t, reqwest::Method::GET, target)
         .await
@@ -222,11 +228,7 @@ async fn the_callers_own_authorization_is_preferred_and_missing_credentials_are_
 #[tokio::test]
 async fn hostile_targets_are_all_refused_and_never_reach_anything() {
     let up = upstream(None).await;
-    let t = common::start(|c| {
-        c.fal_key = Some(KEY.into());
-        c.upstream_override = Some(up.url.clone());
-    })
-    .await;
+    let t = with_key(&up).await;
     let corpus = [
         "",
         "https://evil.com/x",
@@ -309,11 +311,7 @@ async fn hostile_targets_are_all_refused_and_never_reach_anything() {
 async fn redirects_are_passed_back_not_followed() {
     let evil = common::Recorder::start(Arc::new(|_, _| Response::new(Body::from("stolen")))).await;
     let up = upstream(Some(evil.url.clone())).await;
-    let t = common::start(|c| {
-        c.fal_key = Some(KEY.into());
-        c.upstream_override = Some(up.url.clone());
-    })
-    .await;
+    let t = with_key(&up).await;
     let res = proxied(&t, reqwest::Method::GET, "https://fal.run/redirect")
         .await
         .send()
@@ -331,11 +329,7 @@ async fn redirects_are_passed_back_not_followed() {
 #[tokio::test]
 async fn event_streams_pass_through_with_their_accept_header() {
     let up = upstream(None).await;
-    let t = common::start(|c| {
-        c.fal_key = Some(KEY.into());
-        c.upstream_override = Some(up.url.clone());
-    })
-    .await;
+    let t = with_key(&up).await;
     let res = proxied(
         &t,
         reqwest::Method::POST,
@@ -365,11 +359,7 @@ async fn event_streams_pass_through_with_their_accept_header() {
 #[tokio::test]
 async fn endpoints_and_storage_hosted_here_are_served_locally() {
     let up = upstream(None).await;
-    let t = common::start(|c| {
-        c.fal_key = Some(KEY.into());
-        c.upstream_override = Some(up.url.clone());
-    })
-    .await;
+    let t = with_key(&up).await;
     // Queue submit, status and result through the proxy.
     let res = proxied(
         &t,

@@ -186,15 +186,4 @@ impl Gpu {
     }
 }
 
-const AFFINE_WGSL: &str = r#"
-struct Params { a: f32, b: f32 }
-@group(0) @binding(0) var<storage, read_write> data: array<f32>;
-@group(0) @binding(1) var<uniform> params: Params;
-
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) id: vec3<u32>) {
-    if (id.x < arrayLength(&data)) {
-        data[id.x] = params.a * data[id.x] + params.b;
-    }
-}
-"#;
+const AFFINE_WGSL: &str = include_str!("../../../shaders/affine.wgsl");

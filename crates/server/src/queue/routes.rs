@@ -133,6 +133,25 @@ async fn read_input(body: Body, limit: usize) -> Result<Vec<u8>, RouteError> {
     serde_json::to_vec(&value).map_err(RouteError::internal)
 }
 
+/// What submit and run share: the endpoint must be served here, the body must be JSON within the
+/// limit, the headers and query must be valid.
+async fn accept(
+    queue: &Queue,
+    endpoint: &EndpointId,
+    query: Option<&str>,
+    hdrs: &HeaderMap,
+    body: Body,
+    base_url: String,
+    limit: usize,
+) -> Result<NewRequest, RouteError> {
+    let app = endpoint.app_id();
+    if !queue.registry().contains(&app) {
+        return Err(not_found_app(&app));
+    }
+    let input = read_input(body, limit).await?;
+    submission(endpoint, input, query, hdrs, base_url)
+}
+
 /// `POST /{id}`: queue a request.
 pub async fn submit(
     queue: &Queue,
@@ -143,12 +162,7 @@ pub async fn submit(
     base_url: String,
     limit: usize,
 ) -> Result<Response, RouteError> {
-    let app = endpoint.app_id();
-    if !queue.registry().contains(&app) {
-        return Err(not_found_app(&app));
-    }
-    let input = read_input(body, limit).await?;
-    let req = submission(&endpoint, input, query, hdrs, base_url)?;
+    let req = accept(queue, &endpoint, query, hdrs, body, base_url, limit).await?;
     let status = queue.submit(req).await?;
     tracing::info!(request_id = %status.request_id, endpoint = %endpoint, "request queued");
     let id = status.request_id.clone();
@@ -278,11 +292,7 @@ pub async fn run(
     limit: usize,
 ) -> Result<Response, RouteError> {
     let app = endpoint.app_id();
-    if !queue.registry().contains(&app) {
-        return Err(not_found_app(&app));
-    }
-    let input = read_input(body, limit).await?;
-    let mut req = submission(&endpoint, input, None, hdrs, base_url)?;
+    let mut req = accept(queue, &endpoint, None, hdrs, body, base_url, limit).await?;
     req.webhook_url = None;
     req.priority = QueuePriority::Normal;
     let mut updates = queue.subscribe();
