@@ -99,10 +99,12 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
             .env("CHROMEDRIVER", driver)
             .env("WASM_BINDGEN_TEST_TIMEOUT", "300"))
     })?;
+    // The native tests built target/debug/fresco (the CLI's integration tests run it). Building it
+    // again with `-p fresco-cli` would resolve dependency features differently and compile the
+    // whole tree a second time.
     timed(
         "end-to-end tests (the real @fal-ai/client against fresco serve)",
         &mut || {
-            run(ctx.cargo().args(["build", "-p", "fresco-cli", "--locked"]))?;
             run(std::process::Command::new("node")
                 .args(["--test", "--test-reporter=spec", "e2e/"])
                 .current_dir(ctx.root.join("tests"))
