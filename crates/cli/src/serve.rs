@@ -144,12 +144,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("{summary}");
     let stop = server.shutdown_token();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+        shutdown_signal().await;
+        tracing::info!("shutting down; a request still running will run again at the next start");
         stop.cancel();
     });
     server
         .wait()
         .await
         .context("the server stopped with an error")
+}
+
+/// Ctrl-C, or SIGTERM (what service managers and containers send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
