@@ -1,7 +1,10 @@
 //! The diffusion engine: CLIP text encoders, UNet2DCondition (SD 1.x/2.x/XL, 4 or 9 input
-//! channels) and AutoencoderKL on Burn, generic over the backend, with the schedulers and the
-//! img2img/inpaint pipelines. The models arrive with the engine issue; until then this crate only
-//! carries the facts the server already needs.
+//! channels) and AutoencoderKL on Burn (the backend is chosen at run time by the device), with the
+//! schedulers and the img2img/inpaint pipelines.
+
+pub mod models;
+pub mod nn;
+pub mod weights;
 
 /// The latent space of every SD/SDXL VAE is 8× smaller than the image on each side.
 pub const VAE_SCALE_FACTOR: u32 = 8;

@@ -1,0 +1,194 @@
+//! diffusers' `Transformer2DModel` (continuous input) with its `BasicTransformerBlock`s: self
+//! attention, cross attention on the text embeddings, and a GEGLU feed-forward.
+
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, FloatDType, Tensor, activation};
+
+use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
+use crate::weights::{WeightsError, store::Weights};
+
+/// diffusers' `Attention` as the UNet uses it: no q/k/v biases, an output projection with bias.
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    to_out: Linear,
+    heads: usize,
+    /// Compute scores and softmax in f32 even when the model runs in f16.
+    upcast: bool,
+}
+
+impl Attention {
+    pub fn load(
+        w: &mut Weights,
+        p: &str,
+        query_dim: usize,
+        context_dim: usize,
+        heads: usize,
+        head_dim: usize,
+        upcast: bool,
+    ) -> Result<Self, WeightsError> {
+        let inner = heads * head_dim;
+        Ok(Attention {
+            to_q: Linear::load(w, &format!("{p}.to_q"), query_dim, inner, false)?,
+            to_k: Linear::load(w, &format!("{p}.to_k"), context_dim, inner, false)?,
+            to_v: Linear::load(w, &format!("{p}.to_v"), context_dim, inner, false)?,
+            to_out: Linear::load(w, &format!("{p}.to_out.0"), inner, query_dim, true)?,
+            heads,
+            upcast,
+        })
+    }
+
+    /// `x`: `[batch, n, query_dim]`; `context`: `[batch, m, context_dim]` (or `x` itself).
+    pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
+        let [b, n, _] = x.dims();
+        let context = context.unwrap_or_else(|| x.clone());
+        let m = context.dims()[1];
+        let q = self.to_q.forward(x);
+        let k = self.to_k.forward(context.clone());
+        let v = self.to_v.forward(context);
+        let inner = q.dims()[2];
+        let d = inner / self.heads;
+        let split = |t: Tensor<3>, len: usize| t.reshape([b, len, self.heads, d]).swap_dims(1, 2);
+        let (q, k, v) = (split(q, n), split(k, m), split(v, m));
+        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+        let dtype = q.dtype();
+        let out = if self.upcast && dtype != DType::F32 {
+            attention(q.cast(FloatDType::F32), k.cast(FloatDType::F32), v.cast(FloatDType::F32), None, None, options)
+                .cast(dtype)
+        } else {
+            attention(q, k, v, None, None, options)
+        };
+        self.to_out.forward(out.swap_dims(1, 2).reshape([b, n, inner]))
+    }
+}
+
+/// `FeedForward` with `geglu`: `proj` to twice the inner width, `hidden · gelu(gate)`, back down.
+struct GegluFeedForward {
+    proj: Linear,
+    out: Linear,
+}
+
+impl GegluFeedForward {
+    fn load(w: &mut Weights, p: &str, dim: usize) -> Result<Self, WeightsError> {
+        let inner = dim * 4;
+        Ok(GegluFeedForward {
+            proj: Linear::load(w, &format!("{p}.net.0.proj"), dim, inner * 2, true)?,
+            out: Linear::load(w, &format!("{p}.net.2"), inner, dim, true)?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = self.proj.forward(x);
+        let half = h.dims()[2] / 2;
+        let hidden = h.clone().narrow(2, 0, half);
+        let gate = h.narrow(2, half, half);
+        self.out.forward(hidden * activation::gelu(gate))
+    }
+}
+
+struct BasicTransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff: GegluFeedForward,
+}
+
+/// Where the image goes in and out of the transformer: 1×1 convolutions (SD 1.x) or linear
+/// layers (SD 2.x, SDXL: `use_linear_projection`).
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+pub struct Transformer2D {
+    norm: GroupNorm,
+    proj_in: Projection,
+    blocks: Vec<BasicTransformerBlock>,
+    proj_out: Projection,
+}
+
+/// What a `Transformer2DModel` is built from.
+#[derive(Debug, Clone, Copy)]
+pub struct TransformerSpec {
+    pub channels: usize,
+    pub heads: usize,
+    pub layers: usize,
+    pub cross_attention_dim: usize,
+    pub groups: usize,
+    pub linear_projection: bool,
+    pub upcast_attention: bool,
+}
+
+impl Transformer2D {
+    pub fn load(w: &mut Weights, p: &str, s: TransformerSpec) -> Result<Self, WeightsError> {
+        let c = s.channels;
+        let head_dim = c / s.heads;
+        let inner = s.heads * head_dim;
+        let projection = |w: &mut Weights, name: &str, from: usize, to: usize| -> Result<Projection, WeightsError> {
+            let prefix = format!("{p}.{name}");
+            Ok(if s.linear_projection {
+                Projection::Linear(Linear::load(w, &prefix, from, to, true)?)
+            } else {
+                Projection::Conv(Conv2d::load(w, &prefix, from, to, 1, 1, 0)?)
+            })
+        };
+        let norm = GroupNorm::load(w, &format!("{p}.norm"), s.groups, c, 1e-6)?;
+        let proj_in = projection(w, "proj_in", c, inner)?;
+        let mut blocks = Vec::with_capacity(s.layers);
+        for i in 0..s.layers {
+            let b = format!("{p}.transformer_blocks.{i}");
+            blocks.push(BasicTransformerBlock {
+                norm1: LayerNorm::load(w, &format!("{b}.norm1"), inner, 1e-5)?,
+                attn1: Attention::load(w, &format!("{b}.attn1"), inner, inner, s.heads, head_dim, s.upcast_attention)?,
+                norm2: LayerNorm::load(w, &format!("{b}.norm2"), inner, 1e-5)?,
+                attn2: Attention::load(
+                    w,
+                    &format!("{b}.attn2"),
+                    inner,
+                    s.cross_attention_dim,
+                    s.heads,
+                    head_dim,
+                    s.upcast_attention,
+                )?,
+                norm3: LayerNorm::load(w, &format!("{b}.norm3"), inner, 1e-5)?,
+                ff: GegluFeedForward::load(w, &format!("{b}.ff"), inner)?,
+            });
+        }
+        let proj_out = projection(w, "proj_out", inner, c)?;
+        Ok(Transformer2D { norm, proj_in, blocks, proj_out })
+    }
+
+    /// `x`: `[batch, channels, h, w]`; `context`: the text embeddings `[batch, tokens, dim]`.
+    pub fn forward(&self, x: Tensor<4>, context: &Tensor<3>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let residual = x.clone();
+        let x = self.norm.forward(x);
+        let tokens = |t: Tensor<4>| {
+            let ch = t.dims()[1];
+            t.swap_dims(1, 2).swap_dims(2, 3).reshape([b, h * w, ch])
+        };
+        let mut x = match &self.proj_in {
+            Projection::Conv(conv) => tokens(conv.forward(x)),
+            Projection::Linear(lin) => lin.forward(tokens(x)),
+        };
+        for blk in &self.blocks {
+            x = blk.attn1.forward(blk.norm1.forward(x.clone()), None) + x;
+            x = blk.attn2.forward(blk.norm2.forward(x.clone()), Some(context.clone())) + x;
+            x = blk.ff.forward(blk.norm3.forward(x.clone())) + x;
+        }
+        let image = |t: Tensor<3>| {
+            let ch = t.dims()[2];
+            t.reshape([b, h, w, ch]).swap_dims(2, 3).swap_dims(1, 2)
+        };
+        let out = match &self.proj_out {
+            Projection::Conv(conv) => conv.forward(image(x)),
+            Projection::Linear(lin) => image(lin.forward(x)),
+        };
+        debug_assert_eq!(out.dims(), [b, c, h, w]);
+        out + residual
+    }
+}

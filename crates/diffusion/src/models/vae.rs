@@ -1,0 +1,272 @@
+//! diffusers' `AutoencoderKL`: the encoder (image → latent mean and log-variance) and the decoder
+//! (latents → image), any number of blocks, built from `config.json`.
+
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, FloatDType, Tensor, activation};
+use serde::Deserialize;
+
+use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
+use crate::nn::{Conv2d, GroupNorm, Linear};
+use crate::weights::{WeightsError, store::Weights};
+
+const EPS: f64 = 1e-6;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct VaeConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub act_fn: String,
+    pub latent_channels: usize,
+    pub norm_num_groups: usize,
+    pub scaling_factor: f64,
+    pub shift_factor: Option<f64>,
+    pub force_upcast: bool,
+    pub use_quant_conv: bool,
+    pub use_post_quant_conv: bool,
+    pub mid_block_add_attention: bool,
+}
+
+impl Default for VaeConfig {
+    fn default() -> Self {
+        VaeConfig {
+            in_channels: 3,
+            out_channels: 3,
+            down_block_types: vec!["DownEncoderBlock2D".into()],
+            up_block_types: vec!["UpDecoderBlock2D".into()],
+            block_out_channels: vec![64],
+            layers_per_block: 1,
+            act_fn: "silu".into(),
+            latent_channels: 4,
+            norm_num_groups: 32,
+            scaling_factor: 0.18215,
+            shift_factor: None,
+            force_upcast: true,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+            mid_block_add_attention: true,
+        }
+    }
+}
+
+impl VaeConfig {
+    pub fn from_json(json: &str) -> Result<Self, WeightsError> {
+        let c: VaeConfig = serde_json::from_str(json).map_err(|e| WeightsError::Config(format!("vae config.json: {e}")))?;
+        let n = c.block_out_channels.len();
+        if n == 0 || c.down_block_types.len() != n || c.up_block_types.len() != n {
+            return Err(WeightsError::Config("vae config.json: block types and block_out_channels must agree".into()));
+        }
+        if c.down_block_types.iter().any(|t| t != "DownEncoderBlock2D") || c.up_block_types.iter().any(|t| t != "UpDecoderBlock2D") {
+            return Err(WeightsError::Config("vae config.json: only DownEncoderBlock2D/UpDecoderBlock2D are supported".into()));
+        }
+        if c.act_fn != "silu" {
+            return Err(WeightsError::Config(format!("vae config.json: act_fn {:?} is not supported", c.act_fn)));
+        }
+        Ok(c)
+    }
+}
+
+/// The mid block's single-head self-attention with its own group norm and a residual.
+struct SpatialAttention {
+    norm: GroupNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+}
+
+impl SpatialAttention {
+    fn load(w: &mut Weights, p: &str, c: usize, groups: usize) -> Result<Self, WeightsError> {
+        // Checkpoints saved before diffusers 0.14 name these query/key/value/proj_attn.
+        let legacy = !w.contains(&format!("{p}.to_q.weight")) && w.contains(&format!("{p}.query.weight"));
+        let name = |new: &str, old: &str| format!("{p}.{}", if legacy { old } else { new });
+        Ok(SpatialAttention {
+            norm: GroupNorm::load(w, &name("group_norm", "group_norm"), groups, c, EPS)?,
+            q: Linear::load(w, &name("to_q", "query"), c, c, true)?,
+            k: Linear::load(w, &name("to_k", "key"), c, c, true)?,
+            v: Linear::load(w, &name("to_v", "value"), c, c, true)?,
+            out: Linear::load(w, &name("to_out.0", "proj_attn"), c, c, true)?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let residual = x.clone();
+        let t = self.norm.forward(x).reshape([b, c, h * w]).swap_dims(1, 2);
+        let heads = |t: Tensor<3>| t.reshape([b, 1, h * w, c]);
+        let (q, k, v) = (heads(self.q.forward(t.clone())), heads(self.k.forward(t.clone())), heads(self.v.forward(t)));
+        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+        // Scores over up to (h·w)² positions overflow f16: always in f32, as diffusers upcasts.
+        let dtype = q.dtype();
+        let a = if dtype == DType::F32 {
+            attention(q, k, v, None, None, options)
+        } else {
+            attention(q.cast(FloatDType::F32), k.cast(FloatDType::F32), v.cast(FloatDType::F32), None, None, options).cast(dtype)
+        };
+        let a = self.out.forward(a.reshape([b, h * w, c]));
+        a.swap_dims(1, 2).reshape([b, c, h, w]) + residual
+    }
+}
+
+struct MidBlock {
+    first: ResnetBlock2D,
+    attention: Option<SpatialAttention>,
+    second: ResnetBlock2D,
+}
+
+impl MidBlock {
+    fn load(w: &mut Weights, p: &str, c: usize, groups: usize, attention: bool) -> Result<Self, WeightsError> {
+        Ok(MidBlock {
+            first: ResnetBlock2D::load(w, &format!("{p}.resnets.0"), c, c, None, groups, EPS)?,
+            attention: if attention { Some(SpatialAttention::load(w, &format!("{p}.attentions.0"), c, groups)?) } else { None },
+            second: ResnetBlock2D::load(w, &format!("{p}.resnets.1"), c, c, None, groups, EPS)?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut h = self.first.forward(x, None);
+        if let Some(a) = &self.attention {
+            h = a.forward(h);
+        }
+        self.second.forward(h, None)
+    }
+}
+
+pub struct Encoder {
+    conv_in: Conv2d,
+    blocks: Vec<(Vec<ResnetBlock2D>, Option<Downsample2D>)>,
+    mid: MidBlock,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    quant_conv: Option<Conv2d>,
+}
+
+pub struct Decoder {
+    post_quant_conv: Option<Conv2d>,
+    conv_in: Conv2d,
+    mid: MidBlock,
+    blocks: Vec<(Vec<ResnetBlock2D>, Option<Upsample2D>)>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+pub struct AutoencoderKL {
+    pub config: VaeConfig,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+}
+
+/// The encoder's output: a diagonal Gaussian over latents.
+pub struct LatentDistribution {
+    pub mean: Tensor<4>,
+    /// Clamped to [-30, 20], as diffusers does.
+    pub logvar: Tensor<4>,
+}
+
+impl LatentDistribution {
+    pub fn std(&self) -> Tensor<4> {
+        (self.logvar.clone() * 0.5).exp()
+    }
+}
+
+impl AutoencoderKL {
+    pub fn load(config: VaeConfig, w: &mut Weights) -> Result<Self, WeightsError> {
+        let ch = config.block_out_channels.clone();
+        let n = ch.len();
+        let g = config.norm_num_groups;
+        let z = config.latent_channels;
+
+        let mut blocks = Vec::with_capacity(n);
+        let mut c_out = ch[0];
+        for (i, &c) in ch.iter().enumerate() {
+            let c_in = c_out;
+            c_out = c;
+            let p = format!("encoder.down_blocks.{i}");
+            let resnets = (0..config.layers_per_block)
+                .map(|j| ResnetBlock2D::load(w, &format!("{p}.resnets.{j}"), if j == 0 { c_in } else { c_out }, c_out, None, g, EPS))
+                .collect::<Result<Vec<_>, _>>()?;
+            let down = if i + 1 < n { Some(Downsample2D::load(w, &format!("{p}.downsamplers.0"), c_out, 0)?) } else { None };
+            blocks.push((resnets, down));
+        }
+        let encoder = Encoder {
+            conv_in: Conv2d::load(w, "encoder.conv_in", config.in_channels, ch[0], 3, 1, 1)?,
+            blocks,
+            mid: MidBlock::load(w, "encoder.mid_block", ch[n - 1], g, config.mid_block_add_attention)?,
+            norm_out: GroupNorm::load(w, "encoder.conv_norm_out", g, ch[n - 1], EPS)?,
+            conv_out: Conv2d::load(w, "encoder.conv_out", ch[n - 1], 2 * z, 3, 1, 1)?,
+            quant_conv: if config.use_quant_conv { Some(Conv2d::load(w, "quant_conv", 2 * z, 2 * z, 1, 1, 0)?) } else { None },
+        };
+
+        let rev: Vec<usize> = ch.iter().rev().copied().collect();
+        let mut blocks = Vec::with_capacity(n);
+        let mut c_out = rev[0];
+        for (i, &c) in rev.iter().enumerate() {
+            let prev = c_out;
+            c_out = c;
+            let p = format!("decoder.up_blocks.{i}");
+            let resnets = (0..=config.layers_per_block)
+                .map(|j| ResnetBlock2D::load(w, &format!("{p}.resnets.{j}"), if j == 0 { prev } else { c_out }, c_out, None, g, EPS))
+                .collect::<Result<Vec<_>, _>>()?;
+            let up = if i + 1 < n { Some(Upsample2D::load(w, &format!("{p}.upsamplers.0"), c_out)?) } else { None };
+            blocks.push((resnets, up));
+        }
+        let decoder = Decoder {
+            post_quant_conv: if config.use_post_quant_conv { Some(Conv2d::load(w, "post_quant_conv", z, z, 1, 1, 0)?) } else { None },
+            conv_in: Conv2d::load(w, "decoder.conv_in", z, ch[n - 1], 3, 1, 1)?,
+            mid: MidBlock::load(w, "decoder.mid_block", ch[n - 1], g, config.mid_block_add_attention)?,
+            blocks,
+            norm_out: GroupNorm::load(w, "decoder.conv_norm_out", g, ch[0], EPS)?,
+            conv_out: Conv2d::load(w, "decoder.conv_out", ch[0], config.out_channels, 3, 1, 1)?,
+        };
+        Ok(AutoencoderKL { config, encoder, decoder })
+    }
+
+    /// `image`: `[batch, 3, h, w]` in [-1, 1] → the latent distribution at `[batch, z, h/8, w/8]`.
+    pub fn encode(&self, image: Tensor<4>) -> LatentDistribution {
+        let e = &self.encoder;
+        let mut h = e.conv_in.forward(image);
+        for (resnets, down) in &e.blocks {
+            for r in resnets {
+                h = r.forward(h, None);
+            }
+            if let Some(d) = down {
+                h = d.forward(h);
+            }
+        }
+        h = e.mid.forward(h);
+        h = e.conv_out.forward(activation::silu(e.norm_out.forward(h)));
+        if let Some(q) = &e.quant_conv {
+            h = q.forward(h);
+        }
+        let z = self.config.latent_channels;
+        let mean = h.clone().narrow(1, 0, z);
+        let logvar = h.narrow(1, z, z).clamp(-30.0, 20.0);
+        LatentDistribution { mean, logvar }
+    }
+
+    /// `latents`: `[batch, z, h, w]` (already divided by the scaling factor) → the image.
+    pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
+        let d = &self.decoder;
+        let mut h = match &d.post_quant_conv {
+            Some(p) => p.forward(latents),
+            None => latents,
+        };
+        h = d.conv_in.forward(h);
+        h = d.mid.forward(h);
+        for (resnets, up) in &d.blocks {
+            for r in resnets {
+                h = r.forward(h, None);
+            }
+            if let Some(u) = up {
+                let [_, _, hh, ww] = h.dims();
+                h = u.forward(h, [hh * 2, ww * 2]);
+            }
+        }
+        d.conv_out.forward(activation::silu(d.norm_out.forward(h)))
+    }
+}

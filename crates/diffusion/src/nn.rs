@@ -1,0 +1,165 @@
+//! The layers the models are built from, holding their weights as Burn tensors loaded by name
+//! from a checkpoint (PyTorch layouts and names), and running Burn's own ops.
+
+use burn::tensor::module::{conv2d, embedding, layer_norm, linear};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Int, Tensor, activation};
+
+use crate::weights::{WeightsError, store::Weights};
+
+/// `torch.nn.Linear`. The weight is kept as Burn wants it, `[in, out]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    /// Loads `{prefix}.weight` (`[out, in]`, PyTorch's layout) and, if `bias`, `{prefix}.bias`.
+    pub fn load(w: &mut Weights, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self, WeightsError> {
+        let weight = w.take::<2>(&format!("{prefix}.weight"), [d_out, d_in])?.transpose();
+        let bias = if bias { Some(w.take::<1>(&format!("{prefix}.bias"), [d_out])?) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.clone(), self.bias.clone())
+    }
+}
+
+/// `torch.nn.Conv2d` with square kernels, equal padding on all sides and no groups.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    pub weight: Tensor<4>,
+    pub bias: Option<Tensor<1>>,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Conv2d {
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self, WeightsError> {
+        Ok(Conv2d {
+            weight: w.take::<4>(&format!("{prefix}.weight"), [c_out, c_in, kernel, kernel])?,
+            bias: Some(w.take::<1>(&format!("{prefix}.bias"), [c_out])?),
+            stride,
+            padding,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
+        conv2d(x, self.weight.clone(), self.bias.clone(), options)
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last dimension.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub gamma: Tensor<1>,
+    pub beta: Tensor<1>,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(w: &mut Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self, WeightsError> {
+        Ok(LayerNorm {
+            gamma: w.take::<1>(&format!("{prefix}.weight"), [dim])?,
+            beta: w.take::<1>(&format!("{prefix}.bias"), [dim])?,
+            eps,
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.gamma.clone(), Some(self.beta.clone()), self.eps)
+    }
+}
+
+/// `torch.nn.GroupNorm` on `[batch, channels, height, width]`, statistics in f32.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    pub gamma: Tensor<1>,
+    pub beta: Tensor<1>,
+    pub groups: usize,
+    pub eps: f64,
+}
+
+impl GroupNorm {
+    pub fn load(w: &mut Weights, prefix: &str, groups: usize, channels: usize, eps: f64) -> Result<Self, WeightsError> {
+        if groups == 0 || channels % groups != 0 {
+            return Err(WeightsError::Config(format!(
+                "{prefix}: {channels} channels cannot be split into {groups} groups"
+            )));
+        }
+        Ok(GroupNorm {
+            gamma: w.take::<1>(&format!("{prefix}.weight"), [channels])?,
+            beta: w.take::<1>(&format!("{prefix}.bias"), [channels])?,
+            groups,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let grouped = x.reshape([b, self.groups, (c / self.groups) * h * w]);
+        let (var, mean) = grouped.clone().var_mean_bias(2);
+        let normed = (grouped - mean) / (var + self.eps).sqrt();
+        let normed = normed.reshape([b, c, h, w]);
+        normed * self.gamma.clone().reshape([1, c, 1, 1]) + self.beta.clone().reshape([1, c, 1, 1])
+    }
+}
+
+/// `torch.nn.Embedding`.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    pub weight: Tensor<2>,
+}
+
+impl Embedding {
+    pub fn load(w: &mut Weights, prefix: &str, count: usize, dim: usize) -> Result<Self, WeightsError> {
+        Ok(Embedding { weight: w.take::<2>(&format!("{prefix}.weight"), [count, dim])? })
+    }
+
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        embedding(self.weight.clone(), ids)
+    }
+}
+
+/// CLIP's `quick_gelu`: `x · σ(1.702 x)`.
+pub fn quick_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.clone() * activation::sigmoid(x * 1.702)
+}
+
+/// The activations the configs name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    QuickGelu,
+    Gelu,
+    Silu,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> Result<Self, WeightsError> {
+        match name {
+            "quick_gelu" => Ok(Activation::QuickGelu),
+            "gelu" => Ok(Activation::Gelu),
+            "silu" | "swish" => Ok(Activation::Silu),
+            other => Err(WeightsError::Config(format!("activation {other:?} is not supported"))),
+        }
+    }
+
+    pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::QuickGelu => quick_gelu(x),
+            Activation::Gelu => activation::gelu(x),
+            Activation::Silu => activation::silu(x),
+        }
+    }
+}

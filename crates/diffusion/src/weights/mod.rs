@@ -1,0 +1,31 @@
+//! Weights: diffusers repositories (local directories, Hugging Face ids, base URLs), safetensors
+//! read as a stream one tensor at a time, converted to the engine's float type.
+
+pub mod convert;
+pub mod safetensors;
+pub mod store;
+
+/// What can go wrong with weights. Every variant names the file, and the tensor where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{file}: {message}")]
+    Corrupt { file: String, message: String },
+    #[error("{file}: tensor {tensor:?} has dtype {dtype}, which is not supported (F32, F16 and BF16 are)")]
+    UnsupportedDtype { file: String, tensor: String, dtype: String },
+    #[error("{file}: tensor {tensor:?} is missing (expected shape {expected:?})")]
+    Missing { file: String, tensor: String, expected: Vec<usize> },
+    #[error("{file}: tensor {tensor:?} has shape {found:?}, expected {expected:?}")]
+    Shape { file: String, tensor: String, found: Vec<usize>, expected: Vec<usize> },
+    #[error("{file}: unexpected tensors that no part of the model uses: {tensors}")]
+    Unexpected { file: String, tensors: String },
+    #[error("{file}: {source}")]
+    Io { file: String, source: std::io::Error },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl WeightsError {
+    pub fn corrupt(file: &str, message: impl Into<String>) -> Self {
+        WeightsError::Corrupt { file: file.to_owned(), message: message.into() }
+    }
+}

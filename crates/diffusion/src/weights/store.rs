@@ -1,0 +1,151 @@
+//! Checkpoint tensors on the device, by name. Filled by streaming safetensors files tensor by
+//! tensor (each converted and uploaded before the next is read); emptied by the models, which take
+//! each tensor by its diffusers name with the shape they expect. Whatever is left at the end was
+//! not used by any part of the model: that is an error, not something to ignore silently.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+
+use super::WeightsError;
+use super::convert::{to_f16, to_f32};
+use super::safetensors::{SafetensorsStream, TensorBytes};
+
+/// How many bytes are read from a source at a time.
+pub const READ_CHUNK: usize = 1 << 20;
+
+/// The float type weights are stored and computed in on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    F16,
+}
+
+struct Entry {
+    tensor: Tensor<1>,
+    shape: Vec<usize>,
+    file: String,
+}
+
+/// Tensors of one model component, on one device.
+pub struct Weights {
+    device: Device,
+    precision: Precision,
+    /// The file(s) they came from, for messages.
+    label: String,
+    tensors: HashMap<String, Entry>,
+}
+
+impl Weights {
+    pub fn new(device: &Device, precision: Precision, label: impl Into<String>) -> Self {
+        Weights { device: device.clone(), precision, label: label.into(), tensors: HashMap::new() }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Converts one tensor to the device's float type and uploads it.
+    pub fn insert(&mut self, t: TensorBytes, file: &str) -> Result<(), WeightsError> {
+        if t.info.dtype == super::safetensors::Dtype::I64 {
+            return Err(WeightsError::UnsupportedDtype { file: file.to_owned(), tensor: t.info.name, dtype: "I64".into() });
+        }
+        let shape = t.info.shape.clone();
+        let numel = t.info.numel();
+        let data = match self.precision {
+            Precision::F32 => TensorData::new(to_f32(&t.bytes, t.info.dtype), [numel]),
+            Precision::F16 => TensorData::new(to_f16(&t.bytes, t.info.dtype), [numel]),
+        };
+        drop(t.bytes);
+        let tensor = Tensor::<1>::from_data(data, &self.device);
+        let tensor = match self.precision {
+            Precision::F32 => tensor,
+            Precision::F16 => tensor.cast(FloatDType::F16),
+        };
+        if self.tensors.insert(t.info.name.clone(), Entry { tensor, shape, file: file.to_owned() }).is_some() {
+            return Err(WeightsError::corrupt(file, format!("tensor {:?} appears twice", t.info.name)));
+        }
+        Ok(())
+    }
+
+    /// Streams a whole safetensors source in, `READ_CHUNK` bytes at a time.
+    pub fn read_safetensors(&mut self, mut source: impl Read, file: &str) -> Result<(), WeightsError> {
+        let mut stream = SafetensorsStream::new(file);
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match source.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => return Err(WeightsError::Io { file: file.to_owned(), source }),
+            };
+            stream.feed(&buf[..n], &mut |t| self.insert(t, file))?;
+        }
+        stream.finish()
+    }
+
+    fn file_of(&self, name: &str) -> String {
+        self.tensors.get(name).map_or_else(|| self.label.clone(), |e| e.file.clone())
+    }
+
+    /// Takes a tensor by name, checking its shape.
+    pub fn take<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, WeightsError> {
+        let file = self.file_of(name);
+        let entry = self.tensors.remove(name).ok_or_else(|| WeightsError::Missing {
+            file: file.clone(),
+            tensor: name.to_owned(),
+            expected: shape.to_vec(),
+        })?;
+        if entry.shape != shape {
+            return Err(WeightsError::Shape { file, tensor: name.to_owned(), found: entry.shape, expected: shape.to_vec() });
+        }
+        Ok(entry.tensor.reshape(shape))
+    }
+
+    /// Like [`Weights::take`], for a tensor a checkpoint may or may not carry.
+    pub fn take_optional<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Option<Tensor<D>>, WeightsError> {
+        if self.tensors.contains_key(name) { self.take(name, shape).map(Some) } else { Ok(None) }
+    }
+
+    /// Whether a tensor is there (some layouts are told apart by which names they use).
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// The shape of a tensor still there.
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        self.tensors.get(name).map(|e| e.shape.as_slice())
+    }
+
+    /// Ends loading: tensors nobody took are an error, except those matching `ignorable`
+    /// (buffers some checkpoints carry, such as `position_ids`).
+    pub fn finish(mut self, ignorable: &[&str]) -> Result<(), WeightsError> {
+        self.tensors.retain(|name, _| !ignorable.iter().any(|i| name.ends_with(i)));
+        if self.tensors.is_empty() {
+            return Ok(());
+        }
+        let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, e) in self.tensors {
+            by_file.entry(e.file).or_default().push(name);
+        }
+        let (file, mut names) = by_file.into_iter().next().unwrap_or_default();
+        names.sort();
+        let total = names.len();
+        let shown: Vec<String> = names.into_iter().take(8).collect();
+        let more = if total > shown.len() { format!(" and {} more", total - shown.len()) } else { String::new() };
+        Err(WeightsError::Unexpected { file, tensors: format!("{}{more}", shown.join(", ")) })
+    }
+}
