@@ -30,6 +30,7 @@ fn step(name: &str, f: impl FnOnce() -> Result<bool>) -> Result {
 /// Everything `cargo xtask test` needs.
 pub fn for_tests(ctx: &Ctx) -> Result {
     step("apt packages", apt_packages)?;
+    step("rustfmt and clippy", rust_components)?;
     step("wasm32 target", wasm_target)?;
     step("wasm-bindgen-cli", || wasm_bindgen(ctx))?;
     step("node packages", || node_packages(ctx))?;
@@ -85,6 +86,25 @@ fn sudo_apt() -> Command {
     let mut c = Command::new("sudo");
     c.args(["-n", "apt-get"]);
     c
+}
+
+fn rust_components() -> Result<bool> {
+    let have = |tool: &str| output(Command::new("cargo").args([tool, "--version"])).is_ok();
+    if have("fmt") && have("clippy") {
+        return Ok(false);
+    }
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))?;
+    Ok(true)
+}
+
+/// The clippy driver of the active toolchain (`cargo clippy` runs the same one).
+pub fn clippy_driver() -> Result<std::path::PathBuf> {
+    let path = output(Command::new("rustup").args(["which", "clippy-driver"]))
+        .map(|p| std::path::PathBuf::from(p.trim()))
+        .ok()
+        .filter(|p| p.is_file())
+        .or_else(|| which("clippy-driver"));
+    path.ok_or_else(|| "clippy-driver not found (rustup component add clippy)".into())
 }
 
 fn wasm_target() -> Result<bool> {

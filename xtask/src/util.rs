@@ -33,6 +33,16 @@ impl Ctx {
             // SAFETY: set once at start-up, before any thread is spawned.
             unsafe { std::env::set_var("PATH", std::env::join_paths(paths).expect("valid PATH")) };
         }
+        // wgpu (the engine's Vulkan tests) and Chromium warn without a runtime directory.
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            let dir = std::env::temp_dir().join("fresco-xdg-runtime");
+            if std::fs::create_dir_all(&dir).is_ok() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+                // SAFETY: as above, before any thread exists.
+                unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
+            }
+        }
         Ctx { root, target_dir }
     }
 

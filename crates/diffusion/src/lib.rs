@@ -4,6 +4,8 @@
 
 pub mod models;
 pub mod nn;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 pub mod weights;
 
 /// The latent space of every SD/SDXL VAE is 8× smaller than the image on each side.

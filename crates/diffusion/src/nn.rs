@@ -3,7 +3,26 @@
 
 use burn::tensor::module::{conv2d, embedding, layer_norm, linear};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Int, Tensor, activation};
+use burn::tensor::{DType, FloatDType, Int, Tensor, activation};
+
+/// Runs `f` in f32 on an f16 (or bf16) tensor and casts the result back: for normalisations,
+/// whose statistics f16 cannot hold (as PyTorch's own kernels accumulate in f32).
+fn in_f32<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    if dtype == DType::F32 {
+        f(x)
+    } else {
+        f(x.cast(FloatDType::F32)).cast(dtype)
+    }
+}
+
+fn f32_of(t: &Tensor<1>) -> Tensor<1> {
+    if t.dtype() == DType::F32 {
+        t.clone()
+    } else {
+        t.clone().cast(FloatDType::F32)
+    }
+}
 
 use crate::weights::{WeightsError, store::Weights};
 
@@ -16,9 +35,21 @@ pub struct Linear {
 
 impl Linear {
     /// Loads `{prefix}.weight` (`[out, in]`, PyTorch's layout) and, if `bias`, `{prefix}.bias`.
-    pub fn load(w: &mut Weights, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self, WeightsError> {
-        let weight = w.take::<2>(&format!("{prefix}.weight"), [d_out, d_in])?.transpose();
-        let bias = if bias { Some(w.take::<1>(&format!("{prefix}.bias"), [d_out])?) } else { None };
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Self, WeightsError> {
+        let weight = w
+            .take::<2>(&format!("{prefix}.weight"), [d_out, d_in])?
+            .transpose();
+        let bias = if bias {
+            Some(w.take::<1>(&format!("{prefix}.bias"), [d_out])?)
+        } else {
+            None
+        };
         Ok(Linear { weight, bias })
     }
 
@@ -78,7 +109,9 @@ impl LayerNorm {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        layer_norm(x, self.gamma.clone(), Some(self.beta.clone()), self.eps)
+        in_f32(x, |x| {
+            layer_norm(x, f32_of(&self.gamma), Some(f32_of(&self.beta)), self.eps)
+        })
     }
 }
 
@@ -92,8 +125,14 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
-    pub fn load(w: &mut Weights, prefix: &str, groups: usize, channels: usize, eps: f64) -> Result<Self, WeightsError> {
-        if groups == 0 || channels % groups != 0 {
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        groups: usize,
+        channels: usize,
+        eps: f64,
+    ) -> Result<Self, WeightsError> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(WeightsError::Config(format!(
                 "{prefix}: {channels} channels cannot be split into {groups} groups"
             )));
@@ -107,12 +146,15 @@ impl GroupNorm {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, c, h, w] = x.dims();
-        let grouped = x.reshape([b, self.groups, (c / self.groups) * h * w]);
-        let (var, mean) = grouped.clone().var_mean_bias(2);
-        let normed = (grouped - mean) / (var + self.eps).sqrt();
-        let normed = normed.reshape([b, c, h, w]);
-        normed * self.gamma.clone().reshape([1, c, 1, 1]) + self.beta.clone().reshape([1, c, 1, 1])
+        in_f32(x, |x| {
+            let [b, c, h, w] = x.dims();
+            let grouped = x.reshape([b, self.groups, (c / self.groups) * h * w]);
+            let (var, mean) = grouped.clone().var_mean_bias(2);
+            let normed = (grouped - mean) / (var + self.eps).sqrt();
+            let normed = normed.reshape([b, c, h, w]);
+            normed * f32_of(&self.gamma).reshape([1, c, 1, 1])
+                + f32_of(&self.beta).reshape([1, c, 1, 1])
+        })
     }
 }
 
@@ -123,8 +165,15 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    pub fn load(w: &mut Weights, prefix: &str, count: usize, dim: usize) -> Result<Self, WeightsError> {
-        Ok(Embedding { weight: w.take::<2>(&format!("{prefix}.weight"), [count, dim])? })
+    pub fn load(
+        w: &mut Weights,
+        prefix: &str,
+        count: usize,
+        dim: usize,
+    ) -> Result<Self, WeightsError> {
+        Ok(Embedding {
+            weight: w.take::<2>(&format!("{prefix}.weight"), [count, dim])?,
+        })
     }
 
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
@@ -151,7 +200,9 @@ impl Activation {
             "quick_gelu" => Ok(Activation::QuickGelu),
             "gelu" => Ok(Activation::Gelu),
             "silu" | "swish" => Ok(Activation::Silu),
-            other => Err(WeightsError::Config(format!("activation {other:?} is not supported"))),
+            other => Err(WeightsError::Config(format!(
+                "activation {other:?} is not supported"
+            ))),
         }
     }
 

@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! The UNets (9-channel SD1.5- and SDXL-inpaint-like, 4-channel SD2-like) and the VAEs against
 //! diffusers' own outputs on the committed tiny models, on ndarray and wgpu.
 
@@ -11,15 +12,21 @@ use fresco_diffusion::weights::store::{Precision, Weights};
 const TOL: f32 = 1e-4;
 
 fn weights(device: &Device, model_dir: &str, component: &str) -> Weights {
-    let file = common::fixture(&format!("{model_dir}/{component}/diffusion_pytorch_model.safetensors"));
+    let file = common::fixture(&format!(
+        "{model_dir}/{component}/diffusion_pytorch_model.safetensors"
+    ));
     let label = file.display().to_string();
     let mut w = Weights::new(device, Precision::F32, label.clone());
-    w.read_safetensors(std::fs::File::open(&file).unwrap(), &label).unwrap();
+    w.read_safetensors(std::fs::File::open(&file).unwrap(), &label)
+        .unwrap();
     w
 }
 
 fn config(model_dir: &str, component: &str) -> String {
-    std::fs::read_to_string(common::fixture(&format!("{model_dir}/{component}/config.json"))).unwrap()
+    std::fs::read_to_string(common::fixture(&format!(
+        "{model_dir}/{component}/config.json"
+    )))
+    .unwrap()
 }
 
 fn check_unet(model_dir: &str) {
@@ -36,10 +43,24 @@ fn check_unet(model_dir: &str) {
             time_ids: t.values.chunks(6).map(|c| c.try_into().unwrap()).collect(),
         });
         let timesteps = refs["timestep"].values.clone();
-        let out = unet.forward(sample.clone(), &timesteps, &ehs, added.as_ref()).unwrap();
-        common::assert_close(&format!("{model_dir} unet on {name}"), out, &refs["out"], TOL);
-        let out = unet.forward(sample, &[500.0], &ehs, added.as_ref()).unwrap();
-        common::assert_close(&format!("{model_dir} unet (t=500) on {name}"), out, &refs["out_t500"], TOL);
+        let out = unet
+            .forward(sample.clone(), &timesteps, &ehs, added.as_ref())
+            .unwrap();
+        common::assert_close(
+            &format!("{model_dir} unet on {name}"),
+            out,
+            &refs["out"],
+            TOL,
+        );
+        let out = unet
+            .forward(sample, &[500.0], &ehs, added.as_ref())
+            .unwrap();
+        common::assert_close(
+            &format!("{model_dir} unet (t=500) on {name}"),
+            out,
+            &refs["out_t500"],
+            TOL,
+        );
     }
 }
 
@@ -51,10 +72,25 @@ fn check_vae(model_dir: &str) {
         let vae = AutoencoderKL::load(cfg.clone(), &mut w).unwrap();
         w.finish(&[]).unwrap();
         let dist = vae.encode(refs["image"].tensor::<4>(&device));
-        common::assert_close(&format!("{model_dir} vae mean on {name}"), dist.mean, &refs["latent_mean"], TOL);
-        common::assert_close(&format!("{model_dir} vae logvar on {name}"), dist.logvar, &refs["latent_logvar"], TOL);
+        common::assert_close(
+            &format!("{model_dir} vae mean on {name}"),
+            dist.mean,
+            &refs["latent_mean"],
+            TOL,
+        );
+        common::assert_close(
+            &format!("{model_dir} vae logvar on {name}"),
+            dist.logvar,
+            &refs["latent_logvar"],
+            TOL,
+        );
         let decoded = vae.decode(refs["latents"].tensor::<4>(&device));
-        common::assert_close(&format!("{model_dir} vae decode on {name}"), decoded, &refs["decoded"], TOL);
+        common::assert_close(
+            &format!("{model_dir} vae decode on {name}"),
+            decoded,
+            &refs["decoded"],
+            TOL,
+        );
     }
 }
 

@@ -50,9 +50,9 @@ impl Default for ClipTextConfig {
 
 impl ClipTextConfig {
     pub fn from_json(json: &str) -> Result<Self, WeightsError> {
-        let c: ClipTextConfig =
-            serde_json::from_str(json).map_err(|e| WeightsError::Config(format!("text encoder config.json: {e}")))?;
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        let c: ClipTextConfig = serde_json::from_str(json)
+            .map_err(|e| WeightsError::Config(format!("text encoder config.json: {e}")))?;
+        if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(WeightsError::Config(format!(
                 "text encoder config.json: hidden_size {} is not a multiple of num_attention_heads {}",
                 c.hidden_size, c.num_attention_heads
@@ -63,7 +63,9 @@ impl ClipTextConfig {
 
     /// `CLIPTextModelWithProjection` has a `text_projection`.
     pub fn with_projection(&self) -> bool {
-        self.architectures.iter().any(|a| a == "CLIPTextModelWithProjection")
+        self.architectures
+            .iter()
+            .any(|a| a == "CLIPTextModelWithProjection")
     }
 }
 
@@ -109,10 +111,21 @@ impl ClipTextModel {
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
         // transformers 4 saved `CLIPTextModel` under `text_model.`; transformers 5 saves it bare.
-        let p = if w.contains("text_model.embeddings.token_embedding.weight") { "text_model." } else { "" };
-        let token_embedding = Embedding::load(w, &format!("{p}embeddings.token_embedding"), config.vocab_size, h)?;
-        let position_embedding =
-            w.take::<2>(&format!("{p}embeddings.position_embedding.weight"), [config.max_position_embeddings, h])?;
+        let p = if w.contains("text_model.embeddings.token_embedding.weight") {
+            "text_model."
+        } else {
+            ""
+        };
+        let token_embedding = Embedding::load(
+            w,
+            &format!("{p}embeddings.token_embedding"),
+            config.vocab_size,
+            h,
+        )?;
+        let position_embedding = w.take::<2>(
+            &format!("{p}embeddings.position_embedding.weight"),
+            [config.max_position_embeddings, h],
+        )?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let l = format!("{p}encoder.layers.{i}");
@@ -123,27 +136,59 @@ impl ClipTextModel {
                 v: Linear::load(w, &format!("{l}.self_attn.v_proj"), h, h, true)?,
                 out: Linear::load(w, &format!("{l}.self_attn.out_proj"), h, h, true)?,
                 layer_norm2: LayerNorm::load(w, &format!("{l}.layer_norm2"), h, eps)?,
-                fc1: Linear::load(w, &format!("{l}.mlp.fc1"), h, config.intermediate_size, true)?,
-                fc2: Linear::load(w, &format!("{l}.mlp.fc2"), config.intermediate_size, h, true)?,
+                fc1: Linear::load(
+                    w,
+                    &format!("{l}.mlp.fc1"),
+                    h,
+                    config.intermediate_size,
+                    true,
+                )?,
+                fc2: Linear::load(
+                    w,
+                    &format!("{l}.mlp.fc2"),
+                    config.intermediate_size,
+                    h,
+                    true,
+                )?,
             });
         }
         let final_layer_norm = LayerNorm::load(w, &format!("{p}final_layer_norm"), h, eps)?;
         let text_projection = if config.with_projection() {
-            Some(Linear::load(w, "text_projection", h, config.projection_dim, false)?)
+            Some(Linear::load(
+                w,
+                "text_projection",
+                h,
+                config.projection_dim,
+                false,
+            )?)
         } else {
             None
         };
         let activation = Activation::parse(&config.hidden_act)?;
-        Ok(ClipTextModel { config, token_embedding, position_embedding, layers, final_layer_norm, activation, text_projection })
+        Ok(ClipTextModel {
+            config,
+            token_embedding,
+            position_embedding,
+            layers,
+            final_layer_norm,
+            activation,
+            text_projection,
+        })
     }
 
     /// Runs the encoder on token ids (`[batch][tokens]`, every row the same length, at most
     /// `max_position_embeddings`).
-    pub fn forward(&self, ids: &[Vec<i64>], device: &Device) -> Result<ClipTextOutput, WeightsError> {
+    pub fn forward(
+        &self,
+        ids: &[Vec<i64>],
+        device: &Device,
+    ) -> Result<ClipTextOutput, WeightsError> {
         let batch = ids.len();
         let len = ids.first().map_or(0, Vec::len);
         if batch == 0 || len == 0 || ids.iter().any(|r| r.len() != len) {
-            return Err(WeightsError::Config("token ids must be a non-empty rectangle".into()));
+            return Err(WeightsError::Config(
+                "token ids must be a non-empty rectangle".into(),
+            ));
         }
         if len > self.config.max_position_embeddings {
             return Err(WeightsError::Config(format!(
@@ -151,14 +196,25 @@ impl ClipTextModel {
                 self.config.max_position_embeddings
             )));
         }
-        if let Some(bad) = ids.iter().flatten().find(|&&t| t < 0 || t as usize >= self.config.vocab_size) {
-            return Err(WeightsError::Config(format!("token id {bad} is outside the vocabulary of {}", self.config.vocab_size)));
+        if let Some(bad) = ids
+            .iter()
+            .flatten()
+            .find(|&&t| t < 0 || t as usize >= self.config.vocab_size)
+        {
+            return Err(WeightsError::Config(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.config.vocab_size
+            )));
         }
         let flat: Vec<i32> = ids.iter().flatten().map(|&t| t as i32).collect();
         let id_tensor = Tensor::<2, Int>::from_data(TensorData::new(flat, [batch, len]), device);
 
         let h = self.config.hidden_size;
-        let positions = self.position_embedding.clone().narrow(0, 0, len).reshape([1, len, h]);
+        let positions = self
+            .position_embedding
+            .clone()
+            .narrow(0, 0, len)
+            .reshape([1, len, h]);
         let mut x = self.token_embedding.forward(id_tensor) + positions;
         let mut hidden_states = vec![x.clone()];
         for layer in &self.layers {
@@ -173,21 +229,34 @@ impl ClipTextModel {
         let positions = ids.iter().map(|row| {
             if eos == 2 {
                 // The first of the maxima, as argmax returns it.
-                row.iter().enumerate().max_by_key(|(i, t)| (**t, std::cmp::Reverse(*i))).map_or(0, |(i, _)| i)
+                row.iter()
+                    .enumerate()
+                    .max_by_key(|(i, t)| (**t, std::cmp::Reverse(*i)))
+                    .map_or(0, |(i, _)| i)
             } else {
                 row.iter().position(|&t| t == eos).unwrap_or(0)
             }
         });
         let pooled: Vec<Tensor<2>> = positions
             .enumerate()
-            .map(|(b, p)| last_hidden_state.clone().narrow(0, b, 1).narrow(1, p, 1).reshape([1, h]))
+            .map(|(b, p)| {
+                last_hidden_state
+                    .clone()
+                    .narrow(0, b, 1)
+                    .narrow(1, p, 1)
+                    .reshape([1, h])
+            })
             .collect();
         let pooled = Tensor::cat(pooled, 0);
         let pooled = match &self.text_projection {
             Some(proj) => proj.forward(pooled),
             None => pooled,
         };
-        Ok(ClipTextOutput { last_hidden_state, hidden_states, pooled })
+        Ok(ClipTextOutput {
+            last_hidden_state,
+            hidden_states,
+            pooled,
+        })
     }
 
     fn layer_forward(&self, l: &EncoderLayer, x: Tensor<3>) -> Tensor<3> {
@@ -199,8 +268,14 @@ impl ClipTextModel {
         let q = split(l.q.forward(y.clone()));
         let k = split(l.k.forward(y.clone()));
         let v = split(l.v.forward(y));
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: true };
-        let a = attention(q, k, v, None, None, options).swap_dims(1, 2).reshape([b, n, h]);
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: true,
+        };
+        let a = attention(q, k, v, None, None, options)
+            .swap_dims(1, 2)
+            .reshape([b, n, h]);
         let x = x + l.out.forward(a);
         let y = l.layer_norm2.forward(x.clone());
         x + l.fc2.forward(self.activation.forward(l.fc1.forward(y)))

@@ -32,13 +32,27 @@ impl ResnetBlock2D {
             norm1: GroupNorm::load(w, &format!("{p}.norm1"), groups, c_in, eps)?,
             conv1: Conv2d::load(w, &format!("{p}.conv1"), c_in, c_out, 3, 1, 1)?,
             time_emb_proj: match temb {
-                Some(t) => Some(Linear::load(w, &format!("{p}.time_emb_proj"), t, c_out, true)?),
+                Some(t) => Some(Linear::load(
+                    w,
+                    &format!("{p}.time_emb_proj"),
+                    t,
+                    c_out,
+                    true,
+                )?),
                 None => None,
             },
             norm2: GroupNorm::load(w, &format!("{p}.norm2"), groups, c_out, eps)?,
             conv2: Conv2d::load(w, &format!("{p}.conv2"), c_out, c_out, 3, 1, 1)?,
             conv_shortcut: if c_in != c_out {
-                Some(Conv2d::load(w, &format!("{p}.conv_shortcut"), c_in, c_out, 1, 1, 0)?)
+                Some(Conv2d::load(
+                    w,
+                    &format!("{p}.conv_shortcut"),
+                    c_in,
+                    c_out,
+                    1,
+                    1,
+                    0,
+                )?)
             } else {
                 None
             },
@@ -47,7 +61,9 @@ impl ResnetBlock2D {
 
     /// `temb`: the time embedding, already through the SiLU every block applies to it.
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let mut h = self.conv1.forward(activation::silu(self.norm1.forward(x.clone())));
+        let mut h = self
+            .conv1
+            .forward(activation::silu(self.norm1.forward(x.clone())));
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(t.clone());
             let [b, c] = t.dims();
@@ -71,7 +87,10 @@ pub struct Downsample2D {
 
 impl Downsample2D {
     pub fn load(w: &mut Weights, p: &str, c: usize, padding: usize) -> Result<Self, WeightsError> {
-        Ok(Downsample2D { conv: Conv2d::load(w, &format!("{p}.conv"), c, c, 3, 2, padding)?, pad_right_bottom: padding == 0 })
+        Ok(Downsample2D {
+            conv: Conv2d::load(w, &format!("{p}.conv"), c, c, 3, 2, padding)?,
+            pad_right_bottom: padding == 0,
+        })
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -95,7 +114,9 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     pub fn load(w: &mut Weights, p: &str, c: usize) -> Result<Self, WeightsError> {
-        Ok(Upsample2D { conv: Conv2d::load(w, &format!("{p}.conv"), c, c, 3, 1, 1)? })
+        Ok(Upsample2D {
+            conv: Conv2d::load(w, &format!("{p}.conv"), c, c, 3, 1, 1)?,
+        })
     }
 
     /// `size`: the output height and width (twice the input's, unless the input was odd-sized on

@@ -52,15 +52,27 @@ impl Attention {
         let d = inner / self.heads;
         let split = |t: Tensor<3>, len: usize| t.reshape([b, len, self.heads, d]).swap_dims(1, 2);
         let (q, k, v) = (split(q, n), split(k, m), split(v, m));
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: false,
+        };
         let dtype = q.dtype();
         let out = if self.upcast && dtype != DType::F32 {
-            attention(q.cast(FloatDType::F32), k.cast(FloatDType::F32), v.cast(FloatDType::F32), None, None, options)
-                .cast(dtype)
+            attention(
+                q.cast(FloatDType::F32),
+                k.cast(FloatDType::F32),
+                v.cast(FloatDType::F32),
+                None,
+                None,
+                options,
+            )
+            .cast(dtype)
         } else {
             attention(q, k, v, None, None, options)
         };
-        self.to_out.forward(out.swap_dims(1, 2).reshape([b, n, inner]))
+        self.to_out
+            .forward(out.swap_dims(1, 2).reshape([b, n, inner]))
     }
 }
 
@@ -128,7 +140,11 @@ impl Transformer2D {
         let c = s.channels;
         let head_dim = c / s.heads;
         let inner = s.heads * head_dim;
-        let projection = |w: &mut Weights, name: &str, from: usize, to: usize| -> Result<Projection, WeightsError> {
+        let projection = |w: &mut Weights,
+                          name: &str,
+                          from: usize,
+                          to: usize|
+         -> Result<Projection, WeightsError> {
             let prefix = format!("{p}.{name}");
             Ok(if s.linear_projection {
                 Projection::Linear(Linear::load(w, &prefix, from, to, true)?)
@@ -143,7 +159,15 @@ impl Transformer2D {
             let b = format!("{p}.transformer_blocks.{i}");
             blocks.push(BasicTransformerBlock {
                 norm1: LayerNorm::load(w, &format!("{b}.norm1"), inner, 1e-5)?,
-                attn1: Attention::load(w, &format!("{b}.attn1"), inner, inner, s.heads, head_dim, s.upcast_attention)?,
+                attn1: Attention::load(
+                    w,
+                    &format!("{b}.attn1"),
+                    inner,
+                    inner,
+                    s.heads,
+                    head_dim,
+                    s.upcast_attention,
+                )?,
                 norm2: LayerNorm::load(w, &format!("{b}.norm2"), inner, 1e-5)?,
                 attn2: Attention::load(
                     w,
@@ -159,7 +183,12 @@ impl Transformer2D {
             });
         }
         let proj_out = projection(w, "proj_out", inner, c)?;
-        Ok(Transformer2D { norm, proj_in, blocks, proj_out })
+        Ok(Transformer2D {
+            norm,
+            proj_in,
+            blocks,
+            proj_out,
+        })
     }
 
     /// `x`: `[batch, channels, h, w]`; `context`: the text embeddings `[batch, tokens, dim]`.
@@ -177,7 +206,10 @@ impl Transformer2D {
         };
         for blk in &self.blocks {
             x = blk.attn1.forward(blk.norm1.forward(x.clone()), None) + x;
-            x = blk.attn2.forward(blk.norm2.forward(x.clone()), Some(context.clone())) + x;
+            x = blk
+                .attn2
+                .forward(blk.norm2.forward(x.clone()), Some(context.clone()))
+                + x;
             x = blk.ff.forward(blk.norm3.forward(x.clone())) + x;
         }
         let image = |t: Tensor<3>| {

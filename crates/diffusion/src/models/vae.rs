@@ -56,16 +56,26 @@ impl Default for VaeConfig {
 
 impl VaeConfig {
     pub fn from_json(json: &str) -> Result<Self, WeightsError> {
-        let c: VaeConfig = serde_json::from_str(json).map_err(|e| WeightsError::Config(format!("vae config.json: {e}")))?;
+        let c: VaeConfig = serde_json::from_str(json)
+            .map_err(|e| WeightsError::Config(format!("vae config.json: {e}")))?;
         let n = c.block_out_channels.len();
         if n == 0 || c.down_block_types.len() != n || c.up_block_types.len() != n {
-            return Err(WeightsError::Config("vae config.json: block types and block_out_channels must agree".into()));
+            return Err(WeightsError::Config(
+                "vae config.json: block types and block_out_channels must agree".into(),
+            ));
         }
-        if c.down_block_types.iter().any(|t| t != "DownEncoderBlock2D") || c.up_block_types.iter().any(|t| t != "UpDecoderBlock2D") {
-            return Err(WeightsError::Config("vae config.json: only DownEncoderBlock2D/UpDecoderBlock2D are supported".into()));
+        if c.down_block_types.iter().any(|t| t != "DownEncoderBlock2D")
+            || c.up_block_types.iter().any(|t| t != "UpDecoderBlock2D")
+        {
+            return Err(WeightsError::Config(
+                "vae config.json: only DownEncoderBlock2D/UpDecoderBlock2D are supported".into(),
+            ));
         }
         if c.act_fn != "silu" {
-            return Err(WeightsError::Config(format!("vae config.json: act_fn {:?} is not supported", c.act_fn)));
+            return Err(WeightsError::Config(format!(
+                "vae config.json: act_fn {:?} is not supported",
+                c.act_fn
+            )));
         }
         Ok(c)
     }
@@ -83,7 +93,8 @@ struct SpatialAttention {
 impl SpatialAttention {
     fn load(w: &mut Weights, p: &str, c: usize, groups: usize) -> Result<Self, WeightsError> {
         // Checkpoints saved before diffusers 0.14 name these query/key/value/proj_attn.
-        let legacy = !w.contains(&format!("{p}.to_q.weight")) && w.contains(&format!("{p}.query.weight"));
+        let legacy =
+            !w.contains(&format!("{p}.to_q.weight")) && w.contains(&format!("{p}.query.weight"));
         let name = |new: &str, old: &str| format!("{p}.{}", if legacy { old } else { new });
         Ok(SpatialAttention {
             norm: GroupNorm::load(w, &name("group_norm", "group_norm"), groups, c, EPS)?,
@@ -99,14 +110,30 @@ impl SpatialAttention {
         let residual = x.clone();
         let t = self.norm.forward(x).reshape([b, c, h * w]).swap_dims(1, 2);
         let heads = |t: Tensor<3>| t.reshape([b, 1, h * w, c]);
-        let (q, k, v) = (heads(self.q.forward(t.clone())), heads(self.k.forward(t.clone())), heads(self.v.forward(t)));
-        let options = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+        let (q, k, v) = (
+            heads(self.q.forward(t.clone())),
+            heads(self.k.forward(t.clone())),
+            heads(self.v.forward(t)),
+        );
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: false,
+        };
         // Scores over up to (h·w)² positions overflow f16: always in f32, as diffusers upcasts.
         let dtype = q.dtype();
         let a = if dtype == DType::F32 {
             attention(q, k, v, None, None, options)
         } else {
-            attention(q.cast(FloatDType::F32), k.cast(FloatDType::F32), v.cast(FloatDType::F32), None, None, options).cast(dtype)
+            attention(
+                q.cast(FloatDType::F32),
+                k.cast(FloatDType::F32),
+                v.cast(FloatDType::F32),
+                None,
+                None,
+                options,
+            )
+            .cast(dtype)
         };
         let a = self.out.forward(a.reshape([b, h * w, c]));
         a.swap_dims(1, 2).reshape([b, c, h, w]) + residual
@@ -120,10 +147,25 @@ struct MidBlock {
 }
 
 impl MidBlock {
-    fn load(w: &mut Weights, p: &str, c: usize, groups: usize, attention: bool) -> Result<Self, WeightsError> {
+    fn load(
+        w: &mut Weights,
+        p: &str,
+        c: usize,
+        groups: usize,
+        attention: bool,
+    ) -> Result<Self, WeightsError> {
         Ok(MidBlock {
             first: ResnetBlock2D::load(w, &format!("{p}.resnets.0"), c, c, None, groups, EPS)?,
-            attention: if attention { Some(SpatialAttention::load(w, &format!("{p}.attentions.0"), c, groups)?) } else { None },
+            attention: if attention {
+                Some(SpatialAttention::load(
+                    w,
+                    &format!("{p}.attentions.0"),
+                    c,
+                    groups,
+                )?)
+            } else {
+                None
+            },
             second: ResnetBlock2D::load(w, &format!("{p}.resnets.1"), c, c, None, groups, EPS)?,
         })
     }
@@ -188,18 +230,47 @@ impl AutoencoderKL {
             c_out = c;
             let p = format!("encoder.down_blocks.{i}");
             let resnets = (0..config.layers_per_block)
-                .map(|j| ResnetBlock2D::load(w, &format!("{p}.resnets.{j}"), if j == 0 { c_in } else { c_out }, c_out, None, g, EPS))
+                .map(|j| {
+                    ResnetBlock2D::load(
+                        w,
+                        &format!("{p}.resnets.{j}"),
+                        if j == 0 { c_in } else { c_out },
+                        c_out,
+                        None,
+                        g,
+                        EPS,
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            let down = if i + 1 < n { Some(Downsample2D::load(w, &format!("{p}.downsamplers.0"), c_out, 0)?) } else { None };
+            let down = if i + 1 < n {
+                Some(Downsample2D::load(
+                    w,
+                    &format!("{p}.downsamplers.0"),
+                    c_out,
+                    0,
+                )?)
+            } else {
+                None
+            };
             blocks.push((resnets, down));
         }
         let encoder = Encoder {
             conv_in: Conv2d::load(w, "encoder.conv_in", config.in_channels, ch[0], 3, 1, 1)?,
             blocks,
-            mid: MidBlock::load(w, "encoder.mid_block", ch[n - 1], g, config.mid_block_add_attention)?,
+            mid: MidBlock::load(
+                w,
+                "encoder.mid_block",
+                ch[n - 1],
+                g,
+                config.mid_block_add_attention,
+            )?,
             norm_out: GroupNorm::load(w, "encoder.conv_norm_out", g, ch[n - 1], EPS)?,
             conv_out: Conv2d::load(w, "encoder.conv_out", ch[n - 1], 2 * z, 3, 1, 1)?,
-            quant_conv: if config.use_quant_conv { Some(Conv2d::load(w, "quant_conv", 2 * z, 2 * z, 1, 1, 0)?) } else { None },
+            quant_conv: if config.use_quant_conv {
+                Some(Conv2d::load(w, "quant_conv", 2 * z, 2 * z, 1, 1, 0)?)
+            } else {
+                None
+            },
         };
 
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
@@ -210,26 +281,54 @@ impl AutoencoderKL {
             c_out = c;
             let p = format!("decoder.up_blocks.{i}");
             let resnets = (0..=config.layers_per_block)
-                .map(|j| ResnetBlock2D::load(w, &format!("{p}.resnets.{j}"), if j == 0 { prev } else { c_out }, c_out, None, g, EPS))
+                .map(|j| {
+                    ResnetBlock2D::load(
+                        w,
+                        &format!("{p}.resnets.{j}"),
+                        if j == 0 { prev } else { c_out },
+                        c_out,
+                        None,
+                        g,
+                        EPS,
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            let up = if i + 1 < n { Some(Upsample2D::load(w, &format!("{p}.upsamplers.0"), c_out)?) } else { None };
+            let up = if i + 1 < n {
+                Some(Upsample2D::load(w, &format!("{p}.upsamplers.0"), c_out)?)
+            } else {
+                None
+            };
             blocks.push((resnets, up));
         }
         let decoder = Decoder {
-            post_quant_conv: if config.use_post_quant_conv { Some(Conv2d::load(w, "post_quant_conv", z, z, 1, 1, 0)?) } else { None },
+            post_quant_conv: if config.use_post_quant_conv {
+                Some(Conv2d::load(w, "post_quant_conv", z, z, 1, 1, 0)?)
+            } else {
+                None
+            },
             conv_in: Conv2d::load(w, "decoder.conv_in", z, ch[n - 1], 3, 1, 1)?,
-            mid: MidBlock::load(w, "decoder.mid_block", ch[n - 1], g, config.mid_block_add_attention)?,
+            mid: MidBlock::load(
+                w,
+                "decoder.mid_block",
+                ch[n - 1],
+                g,
+                config.mid_block_add_attention,
+            )?,
             blocks,
             norm_out: GroupNorm::load(w, "decoder.conv_norm_out", g, ch[0], EPS)?,
             conv_out: Conv2d::load(w, "decoder.conv_out", ch[0], config.out_channels, 3, 1, 1)?,
         };
-        Ok(AutoencoderKL { config, encoder, decoder })
+        Ok(AutoencoderKL {
+            config,
+            encoder,
+            decoder,
+        })
     }
 
     /// `image`: `[batch, 3, h, w]` in [-1, 1] → the latent distribution at `[batch, z, h/8, w/8]`.
     pub fn encode(&self, image: Tensor<4>) -> LatentDistribution {
         let e = &self.encoder;
-        let mut h = e.conv_in.forward(image);
+        let mut h = e.conv_in.forward(image.cast(e.conv_in.weight.dtype()));
         for (resnets, down) in &e.blocks {
             for r in resnets {
                 h = r.forward(h, None);
@@ -252,6 +351,7 @@ impl AutoencoderKL {
     /// `latents`: `[batch, z, h, w]` (already divided by the scaling factor) → the image.
     pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
         let d = &self.decoder;
+        let latents = latents.cast(d.conv_in.weight.dtype());
         let mut h = match &d.post_quant_conv {
             Some(p) => p.forward(latents),
             None => latents,

@@ -2,6 +2,11 @@
 //! read as a stream one tensor at a time, converted to the engine's float type.
 
 pub mod convert;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod hub;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod load;
+pub mod repo;
 pub mod safetensors;
 pub mod store;
 
@@ -10,22 +15,45 @@ pub mod store;
 pub enum WeightsError {
     #[error("{file}: {message}")]
     Corrupt { file: String, message: String },
-    #[error("{file}: tensor {tensor:?} has dtype {dtype}, which is not supported (F32, F16 and BF16 are)")]
-    UnsupportedDtype { file: String, tensor: String, dtype: String },
+    #[error(
+        "{file}: tensor {tensor:?} has dtype {dtype}, which is not supported (F32, F16 and BF16 are)"
+    )]
+    UnsupportedDtype {
+        file: String,
+        tensor: String,
+        dtype: String,
+    },
     #[error("{file}: tensor {tensor:?} is missing (expected shape {expected:?})")]
-    Missing { file: String, tensor: String, expected: Vec<usize> },
+    Missing {
+        file: String,
+        tensor: String,
+        expected: Vec<usize>,
+    },
     #[error("{file}: tensor {tensor:?} has shape {found:?}, expected {expected:?}")]
-    Shape { file: String, tensor: String, found: Vec<usize>, expected: Vec<usize> },
+    Shape {
+        file: String,
+        tensor: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
     #[error("{file}: unexpected tensors that no part of the model uses: {tensors}")]
     Unexpected { file: String, tensors: String },
     #[error("{file}: {source}")]
-    Io { file: String, source: std::io::Error },
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Config(String),
+    #[error("{url}: {message}")]
+    Network { url: String, message: String },
 }
 
 impl WeightsError {
     pub fn corrupt(file: &str, message: impl Into<String>) -> Self {
-        WeightsError::Corrupt { file: file.to_owned(), message: message.into() }
+        WeightsError::Corrupt {
+            file: file.to_owned(),
+            message: message.into(),
+        }
     }
 }

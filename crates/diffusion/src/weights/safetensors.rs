@@ -80,15 +80,19 @@ struct RawEntry {
 /// Parses and checks a header: dtypes known, sizes matching shapes, ranges inside the data and not
 /// overlapping. Returns the tensors sorted by where their data begins.
 pub fn parse_header(json: &[u8], file: &str) -> Result<Vec<TensorInfo>, WeightsError> {
-    let raw: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(json).map_err(|e| WeightsError::corrupt(file, format!("the header is not valid JSON: {e}")))?;
+    let raw: BTreeMap<String, serde_json::Value> = serde_json::from_slice(json)
+        .map_err(|e| WeightsError::corrupt(file, format!("the header is not valid JSON: {e}")))?;
     let mut tensors = Vec::with_capacity(raw.len());
     for (name, value) in raw {
         if name == "__metadata__" {
             continue;
         }
-        let entry: RawEntry = serde_json::from_value(value)
-            .map_err(|e| WeightsError::corrupt(file, format!("header entry of tensor {name:?} is malformed: {e}")))?;
+        let entry: RawEntry = serde_json::from_value(value).map_err(|e| {
+            WeightsError::corrupt(
+                file,
+                format!("header entry of tensor {name:?} is malformed: {e}"),
+            )
+        })?;
         let dtype = Dtype::parse(&entry.dtype).ok_or_else(|| WeightsError::UnsupportedDtype {
             file: file.to_owned(),
             tensor: name.clone(),
@@ -108,7 +112,13 @@ pub fn parse_header(json: &[u8], file: &str) -> Result<Vec<TensorInfo>, WeightsE
                 ),
             ));
         }
-        tensors.push(TensorInfo { name, dtype, shape: entry.shape, begin, end });
+        tensors.push(TensorInfo {
+            name,
+            dtype,
+            shape: entry.shape,
+            begin,
+            end,
+        });
     }
     tensors.sort_by_key(|t| (t.begin, t.end));
     for pair in tensors.windows(2) {
@@ -126,7 +136,12 @@ enum State {
     /// Reading the 8-byte length, then the JSON.
     Header { buf: Vec<u8>, len: Option<u64> },
     /// Reading data: `pos` is the offset within the data section of the next byte fed.
-    Data { tensors: Vec<TensorInfo>, next: usize, pos: u64, current: Vec<u8> },
+    Data {
+        tensors: Vec<TensorInfo>,
+        next: usize,
+        pos: u64,
+        current: Vec<u8>,
+    },
 }
 
 /// The streaming reader. Feed it bytes with [`SafetensorsStream::feed`]; call
@@ -140,7 +155,14 @@ pub struct SafetensorsStream {
 impl SafetensorsStream {
     /// `file` names the source in errors.
     pub fn new(file: impl Into<String>) -> Self {
-        SafetensorsStream { file: file.into(), state: State::Header { buf: Vec::new(), len: None }, header: None }
+        SafetensorsStream {
+            file: file.into(),
+            state: State::Header {
+                buf: Vec::new(),
+                len: None,
+            },
+            header: None,
+        }
     }
 
     /// The tensors the header lists (once it has been read), in data order.
@@ -175,7 +197,9 @@ impl SafetensorsStream {
                             if n > MAX_HEADER_BYTES {
                                 return Err(WeightsError::corrupt(
                                     &self.file,
-                                    format!("header length {n} is implausible: not a safetensors file?"),
+                                    format!(
+                                        "header length {n} is implausible: not a safetensors file?"
+                                    ),
                                 )
                                 .into());
                             }
@@ -186,13 +210,23 @@ impl SafetensorsStream {
                         Some(_) => {
                             let tensors = parse_header(buf, &self.file)?;
                             self.header = Some(tensors.clone());
-                            self.state = State::Data { tensors, next: 0, pos: 0, current: Vec::new() };
+                            self.state = State::Data {
+                                tensors,
+                                next: 0,
+                                pos: 0,
+                                current: Vec::new(),
+                            };
                             // A file with no tensors is complete after its header.
                             self.emit_ready(on_tensor)?;
                         }
                     }
                 }
-                State::Data { tensors, next, pos, current } => {
+                State::Data {
+                    tensors,
+                    next,
+                    pos,
+                    current,
+                } => {
                     let Some(t) = tensors.get(*next) else {
                         // Trailing bytes after the last tensor are ignored.
                         return Ok(());
@@ -220,15 +254,29 @@ impl SafetensorsStream {
     }
 
     /// Hands over every tensor that is complete (zero-sized ones complete at once).
-    fn emit_ready<E: From<WeightsError>>(&mut self, on_tensor: &mut dyn FnMut(TensorBytes) -> Result<(), E>) -> Result<(), E> {
-        let State::Data { tensors, next, current, .. } = &mut self.state else { return Ok(()) };
+    fn emit_ready<E: From<WeightsError>>(
+        &mut self,
+        on_tensor: &mut dyn FnMut(TensorBytes) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let State::Data {
+            tensors,
+            next,
+            current,
+            ..
+        } = &mut self.state
+        else {
+            return Ok(());
+        };
         while let Some(t) = tensors.get(*next) {
             if current.len() as u64 != t.end - t.begin {
                 break;
             }
             let bytes = std::mem::take(current);
             *next += 1;
-            on_tensor(TensorBytes { info: t.clone(), bytes })?;
+            on_tensor(TensorBytes {
+                info: t.clone(),
+                bytes,
+            })?;
         }
         Ok(())
     }
@@ -236,8 +284,16 @@ impl SafetensorsStream {
     /// Ends the input: an error names the first tensor that did not arrive whole.
     pub fn finish(self) -> Result<(), WeightsError> {
         match self.state {
-            State::Header { .. } => Err(WeightsError::corrupt(&self.file, "the file ends inside its header (truncated?)")),
-            State::Data { tensors, next, current, .. } => match tensors.get(next) {
+            State::Header { .. } => Err(WeightsError::corrupt(
+                &self.file,
+                "the file ends inside its header (truncated?)",
+            )),
+            State::Data {
+                tensors,
+                next,
+                current,
+                ..
+            } => match tensors.get(next) {
                 None => Ok(()),
                 Some(t) => Err(WeightsError::corrupt(
                     &self.file,
@@ -254,7 +310,10 @@ impl SafetensorsStream {
 }
 
 /// Serialises tensors as a safetensors file (used by tests and benchmarks to make checkpoints).
-pub fn write(tensors: &[(&str, Dtype, &[usize], &[u8])], out: &mut impl std::io::Write) -> std::io::Result<()> {
+pub fn write(
+    tensors: &[(&str, Dtype, &[usize], &[u8])],
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
     let mut header = serde_json::Map::new();
     let mut offset = 0u64;
     for (name, dtype, shape, bytes) in tensors {
@@ -294,10 +353,20 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let a = f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        let b: Vec<u8> = [half::f16::from_f32(0.5), half::f16::from_f32(-2.0)].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let b: Vec<u8> = [half::f16::from_f32(0.5), half::f16::from_f32(-2.0)]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         let mut out = Vec::new();
-        write(&[("b.weight", Dtype::F16, &[2], &b), ("a.weight", Dtype::F32, &[2, 3], &a), ("empty", Dtype::F32, &[0, 4], &[])], &mut out)
-            .unwrap();
+        write(
+            &[
+                ("b.weight", Dtype::F16, &[2], &b),
+                ("a.weight", Dtype::F32, &[2, 3], &a),
+                ("empty", Dtype::F32, &[0, 4], &[]),
+            ],
+            &mut out,
+        )
+        .unwrap();
         out
     }
 
@@ -331,8 +400,15 @@ mod tests {
     #[test]
     fn truncation_names_the_tensor_that_is_cut() {
         let bytes = sample();
-        let err = read_all(&bytes[..bytes.len() - 3], 5).unwrap_err().to_string();
-        assert!(err.contains("a.weight") && err.contains("test.safetensors") && err.contains("truncated"), "{err}");
+        let err = read_all(&bytes[..bytes.len() - 3], 5)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a.weight")
+                && err.contains("test.safetensors")
+                && err.contains("truncated"),
+            "{err}"
+        );
         let err = read_all(&bytes[..20], 5).unwrap_err().to_string();
         assert!(err.contains("header"), "{err}");
     }
@@ -341,14 +417,22 @@ mod tests {
     fn corrupt_headers_are_refused_clearly() {
         let mut bad_len = sample();
         bad_len[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(read_all(&bad_len, 64).unwrap_err().to_string().contains("implausible"));
+        assert!(
+            read_all(&bad_len, 64)
+                .unwrap_err()
+                .to_string()
+                .contains("implausible")
+        );
 
         let header = br#"{"w":{"dtype":"F32","shape":[2,2],"data_offsets":[0,12]}}"#;
         let mut file = (header.len() as u64).to_le_bytes().to_vec();
         file.extend_from_slice(header);
         file.extend_from_slice(&[0; 16]);
         let err = read_all(&file, 64).unwrap_err().to_string();
-        assert!(err.contains("\"w\"") && err.contains("16 expected"), "{err}");
+        assert!(
+            err.contains("\"w\"") && err.contains("16 expected"),
+            "{err}"
+        );
 
         let header = br#"{"w":{"dtype":"I8","shape":[2],"data_offsets":[0,2]}}"#;
         let mut file = (header.len() as u64).to_le_bytes().to_vec();
@@ -359,7 +443,12 @@ mod tests {
         let header = br#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
         let mut file = (header.len() as u64).to_le_bytes().to_vec();
         file.extend_from_slice(header);
-        assert!(read_all(&file, 64).unwrap_err().to_string().contains("overlap"));
+        assert!(
+            read_all(&file, 64)
+                .unwrap_err()
+                .to_string()
+                .contains("overlap")
+        );
     }
 
     #[test]

@@ -22,6 +22,21 @@ pub enum Precision {
     F16,
 }
 
+/// The precision to run a model in on `device`: f16 where the device computes it natively (a
+/// GPU adapter with `shader-f16`), f32 elsewhere (CPUs, SwiftShader in headless Chromium).
+pub fn preferred_precision(device: &Device) -> Precision {
+    #[cfg(not(target_arch = "wasm32"))]
+    #[allow(deprecated)] // the ndarray device is the CPU reference
+    let cpu = *device == Device::ndarray();
+    #[cfg(target_arch = "wasm32")]
+    let cpu = false;
+    if !cpu && device.supports_dtype(FloatDType::F16) {
+        Precision::F16
+    } else {
+        Precision::F32
+    }
+}
+
 struct Entry {
     tensor: Tensor<1>,
     shape: Vec<usize>,
@@ -39,7 +54,12 @@ pub struct Weights {
 
 impl Weights {
     pub fn new(device: &Device, precision: Precision, label: impl Into<String>) -> Self {
-        Weights { device: device.clone(), precision, label: label.into(), tensors: HashMap::new() }
+        Weights {
+            device: device.clone(),
+            precision,
+            label: label.into(),
+            tensors: HashMap::new(),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -61,7 +81,11 @@ impl Weights {
     /// Converts one tensor to the device's float type and uploads it.
     pub fn insert(&mut self, t: TensorBytes, file: &str) -> Result<(), WeightsError> {
         if t.info.dtype == super::safetensors::Dtype::I64 {
-            return Err(WeightsError::UnsupportedDtype { file: file.to_owned(), tensor: t.info.name, dtype: "I64".into() });
+            return Err(WeightsError::UnsupportedDtype {
+                file: file.to_owned(),
+                tensor: t.info.name,
+                dtype: "I64".into(),
+            });
         }
         let shape = t.info.shape.clone();
         let numel = t.info.numel();
@@ -75,14 +99,32 @@ impl Weights {
             Precision::F32 => tensor,
             Precision::F16 => tensor.cast(FloatDType::F16),
         };
-        if self.tensors.insert(t.info.name.clone(), Entry { tensor, shape, file: file.to_owned() }).is_some() {
-            return Err(WeightsError::corrupt(file, format!("tensor {:?} appears twice", t.info.name)));
+        if self
+            .tensors
+            .insert(
+                t.info.name.clone(),
+                Entry {
+                    tensor,
+                    shape,
+                    file: file.to_owned(),
+                },
+            )
+            .is_some()
+        {
+            return Err(WeightsError::corrupt(
+                file,
+                format!("tensor {:?} appears twice", t.info.name),
+            ));
         }
         Ok(())
     }
 
     /// Streams a whole safetensors source in, `READ_CHUNK` bytes at a time.
-    pub fn read_safetensors(&mut self, mut source: impl Read, file: &str) -> Result<(), WeightsError> {
+    pub fn read_safetensors(
+        &mut self,
+        mut source: impl Read,
+        file: &str,
+    ) -> Result<(), WeightsError> {
         let mut stream = SafetensorsStream::new(file);
         let mut buf = vec![0u8; READ_CHUNK];
         loop {
@@ -90,7 +132,12 @@ impl Weights {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(WeightsError::Io { file: file.to_owned(), source }),
+                Err(source) => {
+                    return Err(WeightsError::Io {
+                        file: file.to_owned(),
+                        source,
+                    });
+                }
             };
             stream.feed(&buf[..n], &mut |t| self.insert(t, file))?;
         }
@@ -98,26 +145,48 @@ impl Weights {
     }
 
     fn file_of(&self, name: &str) -> String {
-        self.tensors.get(name).map_or_else(|| self.label.clone(), |e| e.file.clone())
+        self.tensors
+            .get(name)
+            .map_or_else(|| self.label.clone(), |e| e.file.clone())
     }
 
     /// Takes a tensor by name, checking its shape.
-    pub fn take<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, WeightsError> {
+    pub fn take<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<D>, WeightsError> {
         let file = self.file_of(name);
-        let entry = self.tensors.remove(name).ok_or_else(|| WeightsError::Missing {
-            file: file.clone(),
-            tensor: name.to_owned(),
-            expected: shape.to_vec(),
-        })?;
+        let entry = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| WeightsError::Missing {
+                file: file.clone(),
+                tensor: name.to_owned(),
+                expected: shape.to_vec(),
+            })?;
         if entry.shape != shape {
-            return Err(WeightsError::Shape { file, tensor: name.to_owned(), found: entry.shape, expected: shape.to_vec() });
+            return Err(WeightsError::Shape {
+                file,
+                tensor: name.to_owned(),
+                found: entry.shape,
+                expected: shape.to_vec(),
+            });
         }
         Ok(entry.tensor.reshape(shape))
     }
 
     /// Like [`Weights::take`], for a tensor a checkpoint may or may not carry.
-    pub fn take_optional<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Option<Tensor<D>>, WeightsError> {
-        if self.tensors.contains_key(name) { self.take(name, shape).map(Some) } else { Ok(None) }
+    pub fn take_optional<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Option<Tensor<D>>, WeightsError> {
+        if self.tensors.contains_key(name) {
+            self.take(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Whether a tensor is there (some layouts are told apart by which names they use).
@@ -133,7 +202,8 @@ impl Weights {
     /// Ends loading: tensors nobody took are an error, except those matching `ignorable`
     /// (buffers some checkpoints carry, such as `position_ids`).
     pub fn finish(mut self, ignorable: &[&str]) -> Result<(), WeightsError> {
-        self.tensors.retain(|name, _| !ignorable.iter().any(|i| name.ends_with(i)));
+        self.tensors
+            .retain(|name, _| !ignorable.iter().any(|i| name.ends_with(i)));
         if self.tensors.is_empty() {
             return Ok(());
         }
@@ -145,7 +215,14 @@ impl Weights {
         names.sort();
         let total = names.len();
         let shown: Vec<String> = names.into_iter().take(8).collect();
-        let more = if total > shown.len() { format!(" and {} more", total - shown.len()) } else { String::new() };
-        Err(WeightsError::Unexpected { file, tensors: format!("{}{more}", shown.join(", ")) })
+        let more = if total > shown.len() {
+            format!(" and {} more", total - shown.len())
+        } else {
+            String::new()
+        };
+        Err(WeightsError::Unexpected {
+            file,
+            tensors: format!("{}{more}", shown.join(", ")),
+        })
     }
 }

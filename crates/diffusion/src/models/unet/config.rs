@@ -77,13 +77,23 @@ impl Default for UNetConfig {
             center_input_sample: false,
             flip_sin_to_cos: true,
             freq_shift: 0.0,
-            down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
-                .map(String::from)
-                .to_vec(),
+            down_block_types: [
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
             mid_block_type: Some("UNetMidBlock2DCrossAttn".into()),
-            up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-                .map(String::from)
-                .to_vec(),
+            up_block_types: [
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
             only_cross_attention: serde_json::Value::Bool(false),
             block_out_channels: vec![320, 640, 1280, 1280],
             layers_per_block: PerBlock::One(2),
@@ -149,12 +159,15 @@ pub struct UNetPlan {
 }
 
 fn unsupported(what: &str) -> WeightsError {
-    WeightsError::Config(format!("unet config.json: {what} is not supported by this engine"))
+    WeightsError::Config(format!(
+        "unet config.json: {what} is not supported by this engine"
+    ))
 }
 
 impl UNetConfig {
     pub fn from_json(json: &str) -> Result<Self, WeightsError> {
-        serde_json::from_str(json).map_err(|e| WeightsError::Config(format!("unet config.json: {e}")))
+        serde_json::from_str(json)
+            .map_err(|e| WeightsError::Config(format!("unet config.json: {e}")))
     }
 
     /// Resolves the config into a plan, refusing what the engine does not build.
@@ -173,35 +186,58 @@ impl UNetConfig {
             "CrossAttnDownBlock2D" | "CrossAttnUpBlock2D" => Ok(BlockKind::CrossAttn),
             other => Err(unsupported(&format!("block type {other:?}"))),
         };
-        let down = self.down_block_types.iter().map(|t| kind(t)).collect::<Result<Vec<_>, _>>()?;
-        let up = self.up_block_types.iter().map(|t| kind(t)).collect::<Result<Vec<_>, _>>()?;
+        let down = self
+            .down_block_types
+            .iter()
+            .map(|t| kind(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let up = self
+            .up_block_types
+            .iter()
+            .map(|t| kind(t))
+            .collect::<Result<Vec<_>, _>>()?;
         if self.mid_block_type.as_deref() != Some("UNetMidBlock2DCrossAttn") {
-            return Err(unsupported(&format!("mid_block_type {:?}", self.mid_block_type)));
+            return Err(unsupported(&format!(
+                "mid_block_type {:?}",
+                self.mid_block_type
+            )));
         }
         if self.only_cross_attention != serde_json::Value::Bool(false) {
             return Err(unsupported("only_cross_attention"));
         }
-        if self.dual_cross_attention || self.encoder_hid_dim.is_some() || self.class_embed_type.is_some()
-            || self.num_class_embeds.is_some() || self.time_cond_proj_dim.is_some() || self.timestep_post_act.is_some()
+        if self.dual_cross_attention
+            || self.encoder_hid_dim.is_some()
+            || self.class_embed_type.is_some()
+            || self.num_class_embeds.is_some()
+            || self.time_cond_proj_dim.is_some()
+            || self.timestep_post_act.is_some()
         {
-            return Err(unsupported("class, hid or dual-cross-attention conditioning"));
+            return Err(unsupported(
+                "class, hid or dual-cross-attention conditioning",
+            ));
         }
         if self.resnet_time_scale_shift != "default" || self.time_embedding_type != "positional" {
             return Err(unsupported("a non-default time embedding"));
         }
         if self.act_fn != "silu" || self.conv_in_kernel != 3 || self.conv_out_kernel != 3 {
-            return Err(unsupported("act_fn other than silu or conv kernels other than 3"));
+            return Err(unsupported(
+                "act_fn other than silu or conv kernels other than 3",
+            ));
         }
         if self.center_input_sample || self.mid_block_scale_factor != 1.0 {
-            return Err(unsupported("center_input_sample or a mid block scale factor"));
+            return Err(unsupported(
+                "center_input_sample or a mid block scale factor",
+            ));
         }
         let text_time = match self.addition_embed_type.as_deref() {
             None => None,
             Some("text_time") => {
-                let dim = self.addition_time_embed_dim.ok_or_else(|| unsupported("text_time without addition_time_embed_dim"))?;
-                let input = self
-                    .projection_class_embeddings_input_dim
-                    .ok_or_else(|| unsupported("text_time without projection_class_embeddings_input_dim"))?;
+                let dim = self
+                    .addition_time_embed_dim
+                    .ok_or_else(|| unsupported("text_time without addition_time_embed_dim"))?;
+                let input = self.projection_class_embeddings_input_dim.ok_or_else(|| {
+                    unsupported("text_time without projection_class_embeddings_input_dim")
+                })?;
                 Some((dim, input))
             }
             Some(other) => return Err(unsupported(&format!("addition_embed_type {other:?}"))),
@@ -211,10 +247,16 @@ impl UNetConfig {
             Some(h) => h.expand(n, "num_attention_heads")?,
             None => self.attention_head_dim.expand(n, "attention_head_dim")?,
         };
-        let transformer_layers = self.transformer_layers_per_block.expand(n, "transformer_layers_per_block")?;
+        let transformer_layers = self
+            .transformer_layers_per_block
+            .expand(n, "transformer_layers_per_block")?;
         let reverse_transformer_layers = match &self.reverse_transformer_layers_per_block {
             Some(r) if r.len() == n => r.clone(),
-            Some(_) => return Err(unsupported("reverse_transformer_layers_per_block of the wrong length")),
+            Some(_) => {
+                return Err(unsupported(
+                    "reverse_transformer_layers_per_block of the wrong length",
+                ));
+            }
             None => transformer_layers.iter().rev().copied().collect(),
         };
         let plan = UNetPlan {
@@ -238,7 +280,7 @@ impl UNetConfig {
             text_time,
         };
         for (i, (&c, &h)) in plan.channels.iter().zip(&plan.heads).enumerate() {
-            if h == 0 || c % h != 0 {
+            if h == 0 || !c.is_multiple_of(h) {
                 return Err(WeightsError::Config(format!(
                     "unet config.json: block {i} has {c} channels, not divisible into {h} heads"
                 )));

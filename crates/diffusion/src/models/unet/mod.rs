@@ -15,7 +15,12 @@ use crate::weights::{WeightsError, store::Weights};
 
 /// diffusers' `get_timestep_embedding` (max period 10000, scale 1), computed on the host in f32
 /// exactly as torch does it, with sin and cos rounded from f64: `[n, dim]` row-major.
-pub fn timestep_embedding(timesteps: &[f32], dim: usize, flip_sin_to_cos: bool, freq_shift: f64) -> Vec<f32> {
+pub fn timestep_embedding(
+    timesteps: &[f32],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+) -> Vec<f32> {
     let half = dim / 2;
     let freqs: Vec<f32> = (0..half)
         .map(|i| {
@@ -28,7 +33,11 @@ pub fn timestep_embedding(timesteps: &[f32], dim: usize, flip_sin_to_cos: bool, 
         let args: Vec<f32> = freqs.iter().map(|f| t * f).collect();
         let sin = args.iter().map(|a| (*a as f64).sin() as f32);
         let cos = args.iter().map(|a| (*a as f64).cos() as f32);
-        let row: Vec<f32> = if flip_sin_to_cos { cos.chain(sin).collect() } else { sin.chain(cos).collect() };
+        let row: Vec<f32> = if flip_sin_to_cos {
+            cos.chain(sin).collect()
+        } else {
+            sin.chain(cos).collect()
+        };
         out.extend(row);
         out.extend(std::iter::repeat_n(0.0, dim - 2 * half));
     }
@@ -50,7 +59,8 @@ impl TimestepEmbedding {
     }
 
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2.forward(activation::silu(self.linear_1.forward(x)))
+        self.linear_2
+            .forward(activation::silu(self.linear_1.forward(x)))
     }
 }
 
@@ -115,23 +125,55 @@ impl UNet2DConditionModel {
             let c_in = c_out;
             c_out = plan.channels[i];
             let p = format!("down_blocks.{i}");
-            let mut block = Block { resnets: Vec::new(), attentions: Vec::new(), downsample: None, upsample: None };
+            let mut block = Block {
+                resnets: Vec::new(),
+                attentions: Vec::new(),
+                downsample: None,
+                upsample: None,
+            };
             for j in 0..plan.layers_per_block[i] {
                 let from = if j == 0 { c_in } else { c_out };
-                block.resnets.push(ResnetBlock2D::load(w, &format!("{p}.resnets.{j}"), from, c_out, Some(temb), g, eps)?);
+                block.resnets.push(ResnetBlock2D::load(
+                    w,
+                    &format!("{p}.resnets.{j}"),
+                    from,
+                    c_out,
+                    Some(temb),
+                    g,
+                    eps,
+                )?);
                 if plan.down[i] == BlockKind::CrossAttn {
-                    let s = spec(c_out, plan.heads[i], plan.transformer_layers[i], plan.cross_attention_dim[i]);
-                    block.attentions.push(Transformer2D::load(w, &format!("{p}.attentions.{j}"), s)?);
+                    let s = spec(
+                        c_out,
+                        plan.heads[i],
+                        plan.transformer_layers[i],
+                        plan.cross_attention_dim[i],
+                    );
+                    block.attentions.push(Transformer2D::load(
+                        w,
+                        &format!("{p}.attentions.{j}"),
+                        s,
+                    )?);
                 }
             }
             if i + 1 < n {
-                block.downsample = Some(Downsample2D::load(w, &format!("{p}.downsamplers.0"), c_out, plan.downsample_padding)?);
+                block.downsample = Some(Downsample2D::load(
+                    w,
+                    &format!("{p}.downsamplers.0"),
+                    c_out,
+                    plan.downsample_padding,
+                )?);
             }
             down.push(block);
         }
 
         let c_mid = plan.channels[n - 1];
-        let mid_spec = spec(c_mid, plan.heads[n - 1], plan.transformer_layers[n - 1], plan.cross_attention_dim[n - 1]);
+        let mid_spec = spec(
+            c_mid,
+            plan.heads[n - 1],
+            plan.transformer_layers[n - 1],
+            plan.cross_attention_dim[n - 1],
+        );
         let mid = MidBlock {
             first: ResnetBlock2D::load(w, "mid_block.resnets.0", c_mid, c_mid, Some(temb), g, eps)?,
             rest: vec![(
@@ -152,14 +194,36 @@ impl UNet2DConditionModel {
             let c_in = rev[(i + 1).min(n - 1)];
             let p = format!("up_blocks.{i}");
             let layers = rev_layers[i] + 1;
-            let mut block = Block { resnets: Vec::new(), attentions: Vec::new(), downsample: None, upsample: None };
+            let mut block = Block {
+                resnets: Vec::new(),
+                attentions: Vec::new(),
+                downsample: None,
+                upsample: None,
+            };
             for j in 0..layers {
                 let skip = if j == layers - 1 { c_in } else { c_out };
                 let from = if j == 0 { prev } else { c_out };
-                block.resnets.push(ResnetBlock2D::load(w, &format!("{p}.resnets.{j}"), from + skip, c_out, Some(temb), g, eps)?);
+                block.resnets.push(ResnetBlock2D::load(
+                    w,
+                    &format!("{p}.resnets.{j}"),
+                    from + skip,
+                    c_out,
+                    Some(temb),
+                    g,
+                    eps,
+                )?);
                 if plan.up[i] == BlockKind::CrossAttn {
-                    let s = spec(c_out, rev_heads[i], plan.reverse_transformer_layers[i], rev_cross[i]);
-                    block.attentions.push(Transformer2D::load(w, &format!("{p}.attentions.{j}"), s)?);
+                    let s = spec(
+                        c_out,
+                        rev_heads[i],
+                        plan.reverse_transformer_layers[i],
+                        rev_cross[i],
+                    );
+                    block.attentions.push(Transformer2D::load(
+                        w,
+                        &format!("{p}.attentions.{j}"),
+                        s,
+                    )?);
                 }
             }
             if i + 1 < n {
@@ -170,7 +234,17 @@ impl UNet2DConditionModel {
 
         let conv_norm_out = GroupNorm::load(w, "conv_norm_out", g, c0, eps)?;
         let conv_out = Conv2d::load(w, "conv_out", c0, plan.out_channels, 3, 1, 1)?;
-        Ok(UNet2DConditionModel { plan, conv_in, time_embedding, add_embedding, down, mid, up, conv_norm_out, conv_out })
+        Ok(UNet2DConditionModel {
+            plan,
+            conv_in,
+            time_embedding,
+            add_embedding,
+            down,
+            mid,
+            up,
+            conv_norm_out,
+            conv_out,
+        })
     }
 
     /// Predicts the noise (or v) for `sample` `[batch, in_channels, h, w]` at `timesteps` (one per
@@ -185,7 +259,10 @@ impl UNet2DConditionModel {
     ) -> Result<Tensor<4>, WeightsError> {
         let [batch, channels, _, _] = sample.dims();
         let device = sample.device();
-        let dtype = sample.dtype();
+        // Inputs in the weights' float type (f16 when the model was loaded in f16).
+        let dtype = self.conv_in.weight.dtype();
+        let sample = sample.cast(dtype);
+        let encoder_hidden_states = &encoder_hidden_states.clone().cast(dtype);
         if channels != self.plan.in_channels {
             return Err(WeightsError::Config(format!(
                 "the UNet takes {} input channels, got {channels}",
@@ -195,25 +272,47 @@ impl UNet2DConditionModel {
         let timesteps: Vec<f32> = match timesteps.len() {
             1 => vec![timesteps[0]; batch],
             n if n == batch => timesteps.to_vec(),
-            n => return Err(WeightsError::Config(format!("{n} timesteps for a batch of {batch}"))),
+            n => {
+                return Err(WeightsError::Config(format!(
+                    "{n} timesteps for a batch of {batch}"
+                )));
+            }
         };
         let c0 = self.plan.channels[0];
-        let t_emb = host_tensor(timestep_embedding(&timesteps, c0, self.plan.flip_sin_to_cos, self.plan.freq_shift), [batch, c0], &device)
-            .cast(dtype);
+        let t_emb = host_tensor(
+            timestep_embedding(
+                &timesteps,
+                c0,
+                self.plan.flip_sin_to_cos,
+                self.plan.freq_shift,
+            ),
+            [batch, c0],
+            &device,
+        )
+        .cast(dtype);
         let mut emb = self.time_embedding.forward(t_emb);
         match (&self.add_embedding, self.plan.text_time, added) {
             (Some(add), Some((dim, _)), Some(a)) => {
                 if a.time_ids.len() != batch {
-                    return Err(WeightsError::Config(format!("{} time ids for a batch of {batch}", a.time_ids.len())));
+                    return Err(WeightsError::Config(format!(
+                        "{} time ids for a batch of {batch}",
+                        a.time_ids.len()
+                    )));
                 }
                 let flat: Vec<f32> = a.time_ids.iter().flatten().copied().collect();
-                let time = timestep_embedding(&flat, dim, self.plan.flip_sin_to_cos, self.plan.freq_shift);
+                let time =
+                    timestep_embedding(&flat, dim, self.plan.flip_sin_to_cos, self.plan.freq_shift);
                 let time = host_tensor(time, [batch, 6 * dim], &device).cast(dtype);
-                let aug = add.forward(Tensor::cat(vec![a.text_embeds.clone(), time], 1));
+                let aug = add.forward(Tensor::cat(
+                    vec![a.text_embeds.clone().cast(dtype), time],
+                    1,
+                ));
                 emb = emb + aug;
             }
             (Some(_), _, None) => {
-                return Err(WeightsError::Config("this UNet needs SDXL's added conditions (text_embeds, time_ids)".into()));
+                return Err(WeightsError::Config(
+                    "this UNet needs SDXL's added conditions (text_embeds, time_ids)".into(),
+                ));
             }
             _ => {}
         }
@@ -241,7 +340,9 @@ impl UNet2DConditionModel {
         }
         for block in &self.up {
             for (j, resnet) in block.resnets.iter().enumerate() {
-                let skip = skips.pop().ok_or_else(|| WeightsError::Config("the UNet ran out of skip connections".into()))?;
+                let skip = skips.pop().ok_or_else(|| {
+                    WeightsError::Config("the UNet ran out of skip connections".into())
+                })?;
                 h = resnet.forward(Tensor::cat(vec![h, skip], 1), Some(&temb));
                 if let Some(attn) = block.attentions.get(j) {
                     h = attn.forward(h, encoder_hidden_states);

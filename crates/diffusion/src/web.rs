@@ -1,0 +1,132 @@
+//! The engine in a browser: a WebGPU device, and weights streamed from `fetch` straight into it,
+//! one tensor at a time (a response body is never held whole in wasm memory).
+
+use burn::tensor::Device;
+use js_sys::{Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::weights::WeightsError;
+use crate::weights::safetensors::SafetensorsStream;
+use crate::weights::store::{Precision, Weights};
+
+fn js_err(what: &str, e: JsValue) -> WeightsError {
+    WeightsError::Network {
+        url: what.to_owned(),
+        message: format!("{e:?}"),
+    }
+}
+
+/// Initialises Burn on the browser's WebGPU adapter.
+pub async fn webgpu_device() -> Result<Device, WeightsError> {
+    Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| WeightsError::Config(format!("WebGPU is not available: {e}")))
+}
+
+/// `fetch(url)`, then its body read chunk by chunk into `weights`.
+pub async fn fetch_safetensors(url: &str, weights: &mut Weights) -> Result<(), WeightsError> {
+    let global = js_sys::global();
+    let fetch = Reflect::get(&global, &JsValue::from_str("fetch")).map_err(|e| js_err(url, e))?;
+    let fetch: js_sys::Function = fetch.dyn_into().map_err(|e| js_err(url, e))?;
+    let response = JsFuture::from(js_sys::Promise::from(
+        fetch
+            .call1(&global, &JsValue::from_str(url))
+            .map_err(|e| js_err(url, e))?,
+    ))
+    .await
+    .map_err(|e| js_err(url, e))?;
+    let status = Reflect::get(&response, &JsValue::from_str("status"))
+        .ok()
+        .and_then(|s| s.as_f64())
+        .unwrap_or(0.0);
+    if !(200.0..300.0).contains(&status) {
+        return Err(WeightsError::Network {
+            url: url.to_owned(),
+            message: format!("the server answered {status}"),
+        });
+    }
+    let body = Reflect::get(&response, &JsValue::from_str("body")).map_err(|e| js_err(url, e))?;
+    let get_reader: js_sys::Function = Reflect::get(&body, &JsValue::from_str("getReader"))
+        .and_then(|f| f.dyn_into())
+        .map_err(|e| js_err(url, e))?;
+    let reader = get_reader.call0(&body).map_err(|e| js_err(url, e))?;
+    let read: js_sys::Function = Reflect::get(&reader, &JsValue::from_str("read"))
+        .and_then(|f| f.dyn_into())
+        .map_err(|e| js_err(url, e))?;
+    let mut stream = SafetensorsStream::new(url);
+    loop {
+        let chunk = JsFuture::from(js_sys::Promise::from(
+            read.call0(&reader).map_err(|e| js_err(url, e))?,
+        ))
+        .await
+        .map_err(|e| js_err(url, e))?;
+        if Reflect::get(&chunk, &JsValue::from_str("done"))
+            .ok()
+            .and_then(|d| d.as_bool())
+            .unwrap_or(true)
+        {
+            break;
+        }
+        let value: Uint8Array = Reflect::get(&chunk, &JsValue::from_str("value"))
+            .and_then(|v| v.dyn_into())
+            .map_err(|e| js_err(url, e))?;
+        let bytes = value.to_vec();
+        stream.feed(&bytes, &mut |t| weights.insert(t, url))?;
+    }
+    stream.finish()
+}
+
+/// A component's weights from `{base}/{component}/…safetensors` on `device`.
+pub async fn fetch_weights(
+    base: &str,
+    file: &str,
+    device: &Device,
+    precision: Precision,
+) -> Result<Weights, WeightsError> {
+    let url = format!("{}/{file}", base.trim_end_matches('/'));
+    let mut w = Weights::new(device, precision, url.clone());
+    fetch_safetensors(&url, &mut w).await?;
+    Ok(w)
+}
+
+/// A whole small file (configs, reference tensors).
+pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, WeightsError> {
+    let global = js_sys::global();
+    let fetch: js_sys::Function = Reflect::get(&global, &JsValue::from_str("fetch"))
+        .and_then(|f| f.dyn_into())
+        .map_err(|e| js_err(url, e))?;
+    let response = JsFuture::from(js_sys::Promise::from(
+        fetch
+            .call1(&global, &JsValue::from_str(url))
+            .map_err(|e| js_err(url, e))?,
+    ))
+    .await
+    .map_err(|e| js_err(url, e))?;
+    let status = Reflect::get(&response, &JsValue::from_str("status"))
+        .ok()
+        .and_then(|s| s.as_f64())
+        .unwrap_or(0.0);
+    if !(200.0..300.0).contains(&status) {
+        return Err(WeightsError::Network {
+            url: url.to_owned(),
+            message: format!("the server answered {status}"),
+        });
+    }
+    let buffer: js_sys::Function = Reflect::get(&response, &JsValue::from_str("arrayBuffer"))
+        .and_then(|f| f.dyn_into())
+        .map_err(|e| js_err(url, e))?;
+    let value = JsFuture::from(js_sys::Promise::from(
+        buffer.call0(&response).map_err(|e| js_err(url, e))?,
+    ))
+    .await
+    .map_err(|e| js_err(url, e))?;
+    Ok(Uint8Array::new(&value).to_vec())
+}
+
+/// A text file (configs).
+pub async fn fetch_text(url: &str) -> Result<String, WeightsError> {
+    String::from_utf8(fetch_bytes(url).await?)
+        .map_err(|e| WeightsError::corrupt(url, format!("not UTF-8: {e}")))
+}

@@ -1,0 +1,432 @@
+//! Native downloads of repository files into Hugging Face's cache layout, so a model fetched by
+//! `huggingface_hub` is found here and the other way round:
+//!
+//! ```text
+//! $HF_HUB_CACHE (or $HF_HOME/hub, or ~/.cache/huggingface/hub)
+//!   models--{owner}--{name}/
+//!     refs/{revision}                 the commit the revision pointed to
+//!     blobs/{etag}                    file contents (the sha256 of LFS files)
+//!     snapshots/{commit}/{path}       → ../../blobs/{etag}
+//!     .no_exist/{commit}/{path}       this file is known not to exist
+//! ```
+//!
+//! Honours `HF_ENDPOINT` (default https://huggingface.co), `HF_TOKEN`, `HF_HUB_OFFLINE=1`.
+//! Downloads stream to disk (`blobs/{etag}.incomplete`, resumed with a range request), so memory
+//! use does not grow with file size; a size mismatch is an error, not a cached file.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+
+use super::WeightsError;
+use super::repo::RepoLocation;
+
+pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+
+/// Reports download progress.
+pub trait Progress: Send + Sync {
+    fn start(&self, file: &str, total: Option<u64>);
+    fn advance(&self, file: &str, done: u64, total: Option<u64>);
+    fn finish(&self, file: &str, bytes: u64);
+}
+
+/// Progress drawn on stderr: a bar on terminals, a line every 10% elsewhere.
+pub struct StderrProgress {
+    last: std::sync::Mutex<(Instant, u64)>,
+}
+
+impl Default for StderrProgress {
+    fn default() -> Self {
+        StderrProgress {
+            last: std::sync::Mutex::new((Instant::now(), 0)),
+        }
+    }
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.0} kB", b / 1e3)
+    }
+}
+
+impl Progress for StderrProgress {
+    fn start(&self, file: &str, total: Option<u64>) {
+        eprintln!(
+            "downloading {file} ({})",
+            total.map_or_else(|| "size unknown".into(), human)
+        );
+        if let Ok(mut l) = self.last.lock() {
+            *l = (Instant::now(), 0);
+        }
+    }
+
+    fn advance(&self, file: &str, done: u64, total: Option<u64>) {
+        use std::io::IsTerminal;
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        let tty = std::io::stderr().is_terminal();
+        let (pct, step) = match total {
+            Some(t) if t > 0 => ((done * 100 / t), 10),
+            _ => (0, 0),
+        };
+        if tty && last.0.elapsed() >= Duration::from_millis(200) {
+            let width = 30usize;
+            let filled = (pct as usize * width / 100).min(width);
+            eprint!(
+                "\r  [{}{}] {pct:>3}% {} {file}",
+                "#".repeat(filled),
+                "-".repeat(width - filled),
+                human(done)
+            );
+            *last = (Instant::now(), pct);
+        } else if !tty && step > 0 && pct >= last.1 + step {
+            eprintln!("  {pct}% of {file} ({})", human(done));
+            *last = (Instant::now(), pct - pct % step);
+        }
+    }
+
+    fn finish(&self, file: &str, bytes: u64) {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
+        eprintln!("  done: {file} ({})", human(bytes));
+    }
+}
+
+/// How to reach repositories and where to cache them.
+#[derive(Clone)]
+pub struct HubOptions {
+    pub endpoint: String,
+    pub cache_dir: PathBuf,
+    pub token: Option<String>,
+    pub offline: bool,
+}
+
+impl HubOptions {
+    /// From `HF_ENDPOINT`, `HF_HUB_CACHE` / `HF_HOME`, `HF_TOKEN`, `HF_HUB_OFFLINE`.
+    pub fn from_env() -> Self {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let cache_dir = env("HF_HUB_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| env("HF_HOME").map(|h| PathBuf::from(h).join("hub")))
+            .unwrap_or_else(|| home.join(".cache/huggingface/hub"));
+        HubOptions {
+            endpoint: env("HF_ENDPOINT")
+                .unwrap_or_else(|| DEFAULT_ENDPOINT.into())
+                .trim_end_matches('/')
+                .to_owned(),
+            cache_dir,
+            token: env("HF_TOKEN").or_else(|| env("HUGGING_FACE_HUB_TOKEN")),
+            offline: matches!(
+                env("HF_HUB_OFFLINE").as_deref(),
+                Some("1" | "true" | "TRUE" | "yes")
+            ),
+        }
+    }
+}
+
+/// Files of one repository, fetched on demand into the cache.
+pub struct RepoFiles {
+    location: RepoLocation,
+    options: HubOptions,
+    http: reqwest::Client,
+    progress: Box<dyn Progress>,
+}
+
+fn io_err(file: &Path, source: std::io::Error) -> WeightsError {
+    WeightsError::Io {
+        file: file.display().to_string(),
+        source,
+    }
+}
+
+fn net_err(url: &str, e: impl std::fmt::Display) -> WeightsError {
+    WeightsError::Network {
+        url: url.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl RepoFiles {
+    pub fn new(
+        location: RepoLocation,
+        options: HubOptions,
+        progress: Box<dyn Progress>,
+    ) -> Result<Self, WeightsError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(20))
+            .user_agent(concat!("fresco/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| net_err(&options.endpoint, e))?;
+        Ok(RepoFiles {
+            location,
+            options,
+            http,
+            progress,
+        })
+    }
+
+    pub fn location(&self) -> &RepoLocation {
+        &self.location
+    }
+
+    /// The cache folder of this repository.
+    fn repo_dir(&self) -> PathBuf {
+        match &self.location {
+            RepoLocation::Hub { id, .. } => self
+                .options
+                .cache_dir
+                .join(format!("models--{}", id.replace('/', "--"))),
+            RepoLocation::Url(url) => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                url.hash(&mut h);
+                self.options
+                    .cache_dir
+                    .join(format!("models--fresco-url--{:016x}", h.finish()))
+            }
+            RepoLocation::Dir(d) => d.clone(),
+        }
+    }
+
+    fn revision(&self) -> &str {
+        match &self.location {
+            RepoLocation::Hub { revision, .. } => revision,
+            _ => "main",
+        }
+    }
+
+    fn url_of(&self, rel: &str) -> String {
+        match &self.location {
+            RepoLocation::Hub { id, revision } => {
+                format!("{}/{id}/resolve/{revision}/{rel}", self.options.endpoint)
+            }
+            RepoLocation::Url(base) => format!("{base}/{rel}"),
+            RepoLocation::Dir(_) => String::new(),
+        }
+    }
+
+    /// The local path of `rel` (downloading it when needed), or `None` if the repository has no
+    /// such file.
+    pub async fn get(&self, rel: &str) -> Result<Option<PathBuf>, WeightsError> {
+        if let RepoLocation::Dir(dir) = &self.location {
+            let p = dir.join(rel);
+            return Ok(p.is_file().then_some(p));
+        }
+        let repo = self.repo_dir();
+        let cached_commit = std::fs::read_to_string(repo.join("refs").join(self.revision()))
+            .ok()
+            .map(|c| c.trim().to_owned());
+        if self.options.offline {
+            let Some(commit) = cached_commit else {
+                return Err(net_err(
+                    &self.url_of(rel),
+                    "HF_HUB_OFFLINE is set and this repository is not in the cache",
+                ));
+            };
+            let snap = repo.join("snapshots").join(&commit).join(rel);
+            if snap.is_file() {
+                return Ok(Some(snap));
+            }
+            if repo.join(".no_exist").join(&commit).join(rel).exists() {
+                return Ok(None);
+            }
+            return Err(net_err(
+                &self.url_of(rel),
+                "HF_HUB_OFFLINE is set and this file is not in the cache",
+            ));
+        }
+        self.fetch(rel, &repo, cached_commit).await
+    }
+
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match (&self.options.token, &self.location) {
+            (Some(t), RepoLocation::Hub { .. }) => req.bearer_auth(t),
+            _ => req,
+        }
+    }
+
+    async fn fetch(
+        &self,
+        rel: &str,
+        repo: &Path,
+        cached_commit: Option<String>,
+    ) -> Result<Option<PathBuf>, WeightsError> {
+        let url = self.url_of(rel);
+        let head = self
+            .authorized(self.http.head(&url))
+            .send()
+            .await
+            .map_err(|e| net_err(&url, e.without_url()))?;
+        let status = head.status();
+        let header = |name: &str| {
+            head.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let commit = header("x-repo-commit")
+            .or(cached_commit)
+            .unwrap_or_else(|| self.revision().to_owned());
+        if status == reqwest::StatusCode::NOT_FOUND {
+            let marker = repo.join(".no_exist").join(&commit).join(rel);
+            if let Some(parent) = marker.parent() {
+                let _ = std::fs::create_dir_all(parent).and_then(|_| std::fs::write(&marker, b""));
+            }
+            return Ok(None);
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(net_err(
+                &url,
+                format!(
+                    "{status}: the repository is private or gated; set HF_TOKEN to a token with access"
+                ),
+            ));
+        }
+        if !status.is_success() && !status.is_redirection() {
+            return Err(net_err(&url, format!("the server answered {status}")));
+        }
+        let etag = header("x-linked-etag")
+            .or_else(|| header("etag"))
+            .map(|e| e.trim_start_matches("W/").trim_matches('"').to_owned())
+            .filter(|e| !e.is_empty() && !e.contains('/') && !e.contains(".."))
+            .ok_or_else(|| net_err(&url, "the answer carries no ETag to cache the file by"))?;
+        let size: Option<u64> = header("x-linked-size")
+            .or_else(|| header("content-length"))
+            .and_then(|s| s.parse().ok());
+
+        let blob = repo.join("blobs").join(&etag);
+        let snap = repo.join("snapshots").join(&commit).join(rel);
+        if !blob.is_file() {
+            self.download(&url, &blob, size).await?;
+        }
+        link(&blob, &snap)?;
+        if commit != self.revision() {
+            let refs = repo.join("refs").join(self.revision());
+            if let Some(parent) = refs.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+            }
+            std::fs::write(&refs, &commit).map_err(|e| io_err(&refs, e))?;
+        }
+        Ok(Some(snap))
+    }
+
+    async fn download(
+        &self,
+        url: &str,
+        blob: &Path,
+        size: Option<u64>,
+    ) -> Result<(), WeightsError> {
+        let dir = blob.parent().unwrap_or(Path::new("."));
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| io_err(dir, e))?;
+        let partial = blob.with_extension("incomplete");
+        let have = tokio::fs::metadata(&partial)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut req = self.authorized(self.http.get(url));
+        if have > 0 {
+            req = req.header("range", format!("bytes={have}-"));
+        }
+        let mut res = req
+            .send()
+            .await
+            .map_err(|e| net_err(url, e.without_url()))?;
+        let resumed = res.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+        if !res.status().is_success() {
+            return Err(net_err(
+                url,
+                format!("the server answered {}", res.status()),
+            ));
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(resumed)
+            .truncate(!resumed)
+            .open(&partial)
+            .await
+            .map_err(|e| io_err(&partial, e))?;
+        let mut done = if resumed { have } else { 0 };
+        let name = url.rsplit('/').next().unwrap_or(url);
+        self.progress.start(name, size);
+        while let Some(chunk) = res
+            .chunk()
+            .await
+            .map_err(|e| net_err(url, format!("the download broke off: {}", e.without_url())))?
+        {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| io_err(&partial, e))?;
+            done += chunk.len() as u64;
+            self.progress.advance(name, done, size);
+        }
+        file.sync_all().await.map_err(|e| io_err(&partial, e))?;
+        if let Some(expected) = size.filter(|&s| s != done) {
+            return Err(net_err(
+                url,
+                format!("got {done} bytes, expected {expected}; run again to resume"),
+            ));
+        }
+        tokio::fs::rename(&partial, blob)
+            .await
+            .map_err(|e| io_err(blob, e))?;
+        self.progress.finish(name, done);
+        Ok(())
+    }
+
+    /// A text file of the repository (configs, indexes), or `None` if absent.
+    pub async fn text(&self, rel: &str) -> Result<Option<String>, WeightsError> {
+        match self.get(rel).await? {
+            Some(p) => std::fs::read_to_string(&p)
+                .map(Some)
+                .map_err(|e| io_err(&p, e)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// `snapshots/{commit}/{path}` → `../../blobs/{etag}` (relative, as huggingface_hub makes it).
+fn link(blob: &Path, snap: &Path) -> Result<(), WeightsError> {
+    let dir = snap.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    if snap.exists() {
+        return Ok(());
+    }
+    let depth = snap
+        .strip_prefix(
+            blob.parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("/")),
+        )
+        .map_or(0, |p| p.components().count() - 1);
+    let mut target = PathBuf::new();
+    for _ in 0..depth {
+        target.push("..");
+    }
+    target.push("blobs");
+    target.push(blob.file_name().unwrap_or_default());
+    #[cfg(unix)]
+    {
+        if std::os::unix::fs::symlink(&target, snap).is_ok() {
+            return Ok(());
+        }
+    }
+    std::fs::copy(blob, snap)
+        .map(|_| ())
+        .map_err(|e| io_err(snap, e))
+}
