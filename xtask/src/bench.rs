@@ -152,3 +152,154 @@ fn tempdir() -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     Ok(dir)
 }
+
+/// Runs an engine_bench mode and returns its JSON lines.
+fn engine_bench(ctx: &Ctx, args: &[&str]) -> Result<Vec<String>> {
+    let out = output(Command::new(ctx.target_dir.join("debug/examples/engine_bench")).args(args))?;
+    Ok(out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The Python with torch and diffusers that `tests/fixtures/make_fixtures.py` uses, if any.
+fn torch_python() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("FRESCO_TORCH_PYTHON").map(std::path::PathBuf::from),
+        Some(crate::util::home().join(".cache/fresco/venv/bin/python")),
+    ];
+    candidates.into_iter().flatten().find(|p| {
+        p.is_file()
+            && Command::new(p)
+                .args(["-c", "import torch, diffusers"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+    })
+}
+
+pub fn engine(ctx: &Ctx, sizes: &str, runs: usize) -> Result {
+    run(ctx
+        .cargo()
+        .args(["build", "--workspace", "--all-targets", "--locked"]))?;
+    let runs_s = runs.to_string();
+    let mut rows: Vec<(String, String, usize, f64)> = Vec::new();
+    for (device, precision) in [("ndarray", "f32"), ("wgpu", "f32"), ("wgpu", "f16")] {
+        println!("timing the mid-size UNet on {device} ({precision})…");
+        for line in engine_bench(
+            ctx,
+            &[
+                "unet",
+                "--device",
+                device,
+                "--precision",
+                precision,
+                "--sizes",
+                sizes,
+                "--runs",
+                &runs_s,
+            ],
+        )? {
+            rows.push((
+                device.into(),
+                precision.into(),
+                field(&line, "size")? as usize,
+                field(&line, "ms")?,
+            ));
+        }
+    }
+    let torch = match torch_python() {
+        Some(python) => {
+            println!("timing the same UNet in PyTorch on this CPU…");
+            let dir =
+                std::env::temp_dir().join(format!("fresco-bench-unet-{}", std::process::id()));
+            engine_bench(ctx, &["write-mid", "--out", &dir.display().to_string()])?;
+            let out = output(
+                Command::new(python)
+                    .arg(ctx.root.join("tests/bench/unet_torch.py"))
+                    .arg(&dir)
+                    .args(["--sizes", sizes, "--runs", &runs_s]),
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut t = Vec::new();
+            for line in out?.lines().filter(|l| l.starts_with('{')) {
+                t.push((field(line, "size")? as usize, field(line, "ms")?));
+            }
+            Some(t)
+        }
+        None => {
+            println!(
+                "PyTorch is not installed here (FRESCO_TORCH_PYTHON or ~/.cache/fresco/venv): its column is skipped"
+            );
+            None
+        }
+    };
+    println!(
+        "\nmid-size UNet (SDXL-inpaint structure at 64/128/256 channels, 9 input channels), one CFG step (batch 2), ms per forward, median of {runs}:\n"
+    );
+    let header = if torch.is_some() {
+        "| latent | ndarray f32 | wgpu f32 (lavapipe) | wgpu f16 (lavapipe) | PyTorch CPU f32 | ndarray / PyTorch | wgpu f32 / PyTorch |"
+    } else {
+        "| latent | ndarray f32 | wgpu f32 (lavapipe) | wgpu f16 (lavapipe) |"
+    };
+    println!("{header}");
+    println!("|{}", "---|".repeat(header.matches('|').count() - 1));
+    let mut sizes_seen: Vec<usize> = rows.iter().map(|r| r.2).collect();
+    sizes_seen.dedup();
+    for size in sizes_seen {
+        let ms = |d: &str, p: &str| {
+            rows.iter()
+                .find(|r| r.0 == d && r.1 == p && r.2 == size)
+                .map(|r| r.3)
+        };
+        let cell = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:.0}"));
+        let (nd, wg, wh) = (ms("ndarray", "f32"), ms("wgpu", "f32"), ms("wgpu", "f16"));
+        let mut line = format!(
+            "| {size}×{size} | {} | {} | {} |",
+            cell(nd),
+            cell(wg),
+            cell(wh)
+        );
+        if let Some(t) = &torch {
+            let pt = t.iter().find(|r| r.0 == size).map(|r| r.1);
+            let ratio = |a: Option<f64>| match (a, pt) {
+                (Some(a), Some(b)) => format!("{:.2}×", a / b),
+                _ => "—".into(),
+            };
+            line.push_str(&format!(" {} | {} | {} |", cell(pt), ratio(nd), ratio(wg)));
+        }
+        println!("{line}");
+    }
+
+    println!("\nstreaming a checkpoint shaped like SDXL-inpaint's UNet (fp16, random)…");
+    let dir = crate::util::home().join(".cache/fresco/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let file = dir.join("sdxl-inpaint-unet-shaped.fp16.safetensors");
+    let line = engine_bench(ctx, &["rss", "--out", &file.display().to_string()])?
+        .pop()
+        .unwrap_or_default();
+    let mib = |k: f64| k / 1024.0;
+    let peak = field(&line, "peak_over_baseline_kib")?;
+    let largest = field(&line, "largest_tensor_bytes")? / 1024.0;
+    println!(
+        "  {:.2} GB in {} tensors, streamed in {:.0} s: peak RSS {:.0} MiB over the baseline; largest tensor {:.0} MiB; goal ≤ largest + 64 MiB = {:.0} MiB: {}",
+        field(&line, "file_bytes")? / 1e9,
+        field(&line, "tensors")?,
+        field(&line, "seconds")?,
+        mib(peak),
+        mib(largest),
+        mib(largest) + 64.0,
+        if mib(peak) <= mib(largest) + 64.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    println!(
+        "  (the checkpoint stays in {} for the next run)",
+        file.display()
+    );
+    Ok(())
+}

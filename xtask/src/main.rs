@@ -7,7 +7,9 @@
 //!   end-to-end tests with the real `@fal-ai/client`, and the demo check;
 //! - `cargo xtask setup`: only the installs;
 //! - `cargo xtask bench proxy [--requests N] [--concurrency C]`: our proxy against
-//!   `@fal-ai/server-proxy`'s Express adapter, same upstream, same load.
+//!   `@fal-ai/server-proxy`'s Express adapter, same upstream, same load;
+//! - `cargo xtask bench engine [--sizes 32,64] [--runs 3]`: UNet forward times on ndarray, wgpu
+//!   (f32, f16) and PyTorch, and the loader's peak memory on an SDXL-sized checkpoint.
 
 mod bench;
 mod setup;
@@ -38,7 +40,12 @@ fn main() -> ExitCode {
                 value("--requests").and_then(|v| v.parse().ok()).unwrap_or(20_000),
                 value("--concurrency").and_then(|v| v.parse().ok()).unwrap_or(32),
             ),
-            other => Err(format!("unknown benchmark {other:?}; available: proxy")),
+            Some("engine") => bench::engine(
+                &ctx,
+                value("--sizes").as_deref().unwrap_or("32,64"),
+                value("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
+            ),
+            other => Err(format!("unknown benchmark {other:?}; available: proxy, engine")),
         },
         _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | bench proxy>".into()),
     };
@@ -90,18 +97,30 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
     })?;
     timed("browser tests (headless Chromium, WebGPU)", &mut || {
         let driver = setup::chromedriver()?;
-        run(ctx
-            .cargo()
-            .args([
+        let wasm_test = |package: &str, extra: &[&str], fixtures: Option<&str>| {
+            let mut cmd = ctx.cargo();
+            cmd.args([
                 "test",
                 "-p",
-                "fresco-web",
+                package,
                 "--target",
                 "wasm32-unknown-unknown",
                 "--locked",
             ])
-            .env("CHROMEDRIVER", driver)
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "300"))
+            .args(extra)
+            .env("CHROMEDRIVER", &driver)
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "600");
+            if let Some(url) = fixtures {
+                cmd.env("FRESCO_FIXTURES_URL", url);
+            }
+            run(&mut cmd)
+        };
+        wasm_test("fresco-web", &[], None)?;
+        // The engine's browser test streams the committed tiny models over HTTP: fresco serve
+        // hands out tests/fixtures, on a fixed port so the test is not rebuilt for a new URL.
+        let fixtures = fixture_server(ctx)?;
+        let url = fixtures.url()?;
+        wasm_test("fresco-diffusion", &["--test", "browser"], Some(&url))
     })?;
     // The native tests built target/debug/fresco (the CLI's integration tests run it). Building it
     // again with `-p fresco-cli` would resolve dependency features differently and compile the
@@ -125,6 +144,39 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
     }
     Ok(())
 }
+
+/// `fresco serve` over tests/fixtures, reachable from the browser tests' origin.
+fn fixture_server(ctx: &Ctx) -> Result<Service> {
+    let data = std::env::temp_dir().join(format!("fresco-fixtures-{}", std::process::id()));
+    let mut last = String::new();
+    for port in FIXTURE_PORTS {
+        let started = Service::start(
+            "fixture server",
+            std::process::Command::new(ctx.bin("fresco"))
+                .args([
+                    "serve",
+                    "--port",
+                    &port.to_string(),
+                    "--cors-origin",
+                    "*",
+                    "--data-dir",
+                ])
+                .arg(&data)
+                .arg("--www")
+                .arg(ctx.root.join("tests/fixtures"))
+                .env("FRESCO_LOG", "warn"),
+            Duration::from_secs(30),
+        );
+        match started {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("no port for the fixture server: {last}"))
+}
+
+/// Ports tried, in order, for the fixture server.
+const FIXTURE_PORTS: [u16; 3] = [18765, 18766, 18767];
 
 /// Builds and starts the server with the demo site; `check` probes it and stops.
 fn demo(ctx: &Ctx, port: &str, check: bool, build: bool) -> Result {

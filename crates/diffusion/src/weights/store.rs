@@ -50,6 +50,53 @@ pub struct Weights {
     /// The file(s) they came from, for messages.
     label: String,
     tensors: HashMap<String, Entry>,
+    /// When set, missing tensors are made up (benchmarks of model shapes without checkpoints).
+    synthesize: Option<Synth>,
+}
+
+/// Random weights for [`Weights::synthetic`]: normal with std `1/sqrt(fan_in)` for matrices and
+/// kernels, ones for norm scales, small values for biases; deterministic for a seed.
+struct Synth {
+    state: u64,
+    made: Vec<(String, Vec<usize>)>,
+    /// Only names and shapes matter: tensors are one broadcast value, nothing is drawn.
+    shapes_only: bool,
+}
+
+impl Synth {
+    fn next_u64(&mut self) -> u64 {
+        // splitmix64
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn normal(&mut self) -> f32 {
+        let u1 = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+
+    fn values(&mut self, name: &str, shape: &[usize]) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        if shape.len() == 1 {
+            let norm_scale = name.ends_with("weight") && name.contains("norm");
+            return (0..n)
+                .map(|_| {
+                    if norm_scale {
+                        1.0
+                    } else {
+                        0.02 * self.normal()
+                    }
+                })
+                .collect();
+        }
+        let fan_in = (n / shape[0].max(1)).max(1) as f32;
+        let std = fan_in.sqrt().recip();
+        (0..n).map(|_| std * self.normal()).collect()
+    }
 }
 
 impl Weights {
@@ -59,6 +106,53 @@ impl Weights {
             precision,
             label: label.into(),
             tensors: HashMap::new(),
+            synthesize: None,
+        }
+    }
+
+    /// A store that makes up every tensor a model asks for (random, deterministic for `seed`):
+    /// builds a model of any config without a checkpoint, for benchmarks.
+    pub fn synthetic(device: &Device, precision: Precision, seed: u64) -> Self {
+        let mut w = Weights::new(device, precision, "synthetic weights");
+        w.synthesize = Some(Synth {
+            state: seed,
+            made: Vec::new(),
+            shapes_only: false,
+        });
+        w
+    }
+
+    /// A store that only records what a model asks for (names and shapes), handing out broadcast
+    /// placeholders: lists a full-size model's tensors without its memory.
+    pub fn shapes_only(device: &Device) -> Self {
+        let mut w = Weights::new(device, Precision::F32, "shapes only");
+        w.synthesize = Some(Synth {
+            state: 0,
+            made: Vec::new(),
+            shapes_only: true,
+        });
+        w
+    }
+
+    /// The names and shapes a synthetic store made, in the order the model asked for them.
+    pub fn synthesized(&self) -> &[(String, Vec<usize>)] {
+        self.synthesize.as_ref().map_or(&[], |s| s.made.as_slice())
+    }
+
+    /// The values a synthetic store gives each of `names` (the same as [`Weights::synthetic`]
+    /// gave them, for the same seed and order).
+    pub fn synthetic_values(
+        seed: u64,
+        names: &[(String, Vec<usize>)],
+        mut each: impl FnMut(&str, &[usize], Vec<f32>),
+    ) {
+        let mut synth = Synth {
+            state: seed,
+            made: Vec::new(),
+            shapes_only: false,
+        };
+        for (name, shape) in names {
+            each(name, shape, synth.values(name, shape));
         }
     }
 
@@ -156,6 +250,30 @@ impl Weights {
         name: &str,
         shape: [usize; D],
     ) -> Result<Tensor<D>, WeightsError> {
+        if let Some(synth) = &mut self.synthesize
+            && !self.tensors.contains_key(name)
+        {
+            synth.made.push((name.to_owned(), shape.to_vec()));
+            if synth.shapes_only {
+                return Ok(Tensor::<D>::zeros([1; D], &self.device).expand(shape));
+            }
+            let values = synth.values(name, &shape);
+            let data = match self.precision {
+                Precision::F32 => TensorData::new(values, shape),
+                Precision::F16 => TensorData::new(
+                    values
+                        .into_iter()
+                        .map(half::f16::from_f32)
+                        .collect::<Vec<_>>(),
+                    shape,
+                ),
+            };
+            let t = Tensor::<D>::from_data(data, &self.device);
+            return Ok(match self.precision {
+                Precision::F32 => t,
+                Precision::F16 => t.cast(FloatDType::F16),
+            });
+        }
         let file = self.file_of(name);
         let entry = self
             .tensors
@@ -182,7 +300,7 @@ impl Weights {
         name: &str,
         shape: [usize; D],
     ) -> Result<Option<Tensor<D>>, WeightsError> {
-        if self.tensors.contains_key(name) {
+        if self.tensors.contains_key(name) || self.synthesize.is_some() {
             self.take(name, shape).map(Some)
         } else {
             Ok(None)

@@ -1,0 +1,288 @@
+//! The engine's benchmark programs, driven by `cargo xtask bench engine`:
+//!
+//! - `engine_bench unet --device ndarray|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3]`:
+//!   ms per forward of a mid-size UNet (SDXL-inpaint's block structure at a fifth of its width,
+//!   random weights), one CFG step (batch 2) per latent size; one JSON line per size;
+//! - `engine_bench write-mid --out DIR`: that UNet as a diffusers folder (`DIR/unet`), so PyTorch
+//!   can time the same model with the same weights;
+//! - `engine_bench rss --out FILE`: writes a checkpoint shaped like SDXL-inpaint's UNet (fp16,
+//!   random, 5.1 GB), then streams it through the loader and reports the peak resident memory over
+//!   the baseline next to the largest tensor.
+
+use std::io::{Read, Write};
+use std::time::Instant;
+
+use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
+use fresco_diffusion::models::unet::{AddedConditions, UNet2DConditionModel, UNetConfig};
+use fresco_diffusion::weights::WeightsError;
+use fresco_diffusion::weights::convert::to_f16;
+use fresco_diffusion::weights::safetensors::{self, Dtype, SafetensorsStream};
+use fresco_diffusion::weights::store::{Precision, READ_CHUNK, Weights};
+
+/// SDXL-inpaint's UNet structure (3 levels, 1/2/10 transformer layers, head dim 64, text_time
+/// conditioning) at 64/128/256 channels instead of 320/640/1280.
+pub const MID_CONFIG: &str = r#"{
+  "_class_name": "UNet2DConditionModel", "sample_size": 128, "in_channels": 9, "out_channels": 4,
+  "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+  "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+  "block_out_channels": [64, 128, 256], "layers_per_block": 2, "norm_num_groups": 32,
+  "transformer_layers_per_block": [1, 2, 10], "attention_head_dim": [1, 2, 4],
+  "cross_attention_dim": 512, "use_linear_projection": true,
+  "addition_embed_type": "text_time", "addition_time_embed_dim": 64,
+  "projection_class_embeddings_input_dim": 640
+}"#;
+
+/// diffusers/stable-diffusion-xl-1.0-inpainting-0.1's UNet config (the parts that set shapes).
+pub const SDXL_INPAINT_CONFIG: &str = r#"{
+  "_class_name": "UNet2DConditionModel", "sample_size": 128, "in_channels": 9, "out_channels": 4,
+  "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+  "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+  "block_out_channels": [320, 640, 1280], "layers_per_block": 2, "norm_num_groups": 32,
+  "transformer_layers_per_block": [1, 2, 10], "attention_head_dim": [5, 10, 20],
+  "cross_attention_dim": 2048, "use_linear_projection": true,
+  "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+  "projection_class_embeddings_input_dim": 2816
+}"#;
+
+const SEED: u64 = 0x5EED;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("unet") => unet(&args),
+        Some("write-mid") => write_mid(&arg(&args, "--out").ok_or("--out DIR")?),
+        Some("rss") => rss(&arg(&args, "--out").ok_or("--out FILE")?),
+        _ => Err("usage: engine_bench unet --device ndarray|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | rss --out FILE".into()),
+    }
+}
+
+fn device(name: &str) -> Result<Device, Box<dyn std::error::Error>> {
+    match name {
+        #[allow(deprecated)]
+        "ndarray" => Ok(Device::ndarray()),
+        "wgpu" => Ok(Device::wgpu(DeviceKind::DefaultDevice)),
+        other => Err(format!("unknown device {other}").into()),
+    }
+}
+
+/// A deterministic input of the given shape.
+fn input<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let n: usize = shape.iter().product();
+    let mut s = seed;
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn unet(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let device_name = arg(args, "--device").unwrap_or_else(|| "ndarray".into());
+    let device = device(&device_name)?;
+    let precision = match arg(args, "--precision").as_deref() {
+        Some("f16") => Precision::F16,
+        _ => Precision::F32,
+    };
+    let sizes: Vec<usize> = arg(args, "--sizes")
+        .unwrap_or_else(|| "32,64".into())
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let runs: usize = arg(args, "--runs").map_or(Ok(3), |r| r.parse())?;
+    let config = UNetConfig::from_json(MID_CONFIG)?;
+    let mut w = Weights::synthetic(&device, precision, SEED);
+    let unet = UNet2DConditionModel::load(&config, &mut w)?;
+    let params: usize = w
+        .synthesized()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    for size in sizes {
+        let sample = input([2, 9, size, size], 1, &device);
+        let context = input([2, 77, 512], 2, &device);
+        let added = AddedConditions {
+            text_embeds: input([2, 256], 3, &device),
+            time_ids: vec![
+                [
+                    size as f32 * 8.0,
+                    size as f32 * 8.0,
+                    0.0,
+                    0.0,
+                    size as f32 * 8.0,
+                    size as f32 * 8.0
+                ];
+                2
+            ],
+        };
+        let mut times = Vec::new();
+        for run in 0..=runs {
+            let t = Instant::now();
+            let out = unet.forward(sample.clone(), &[500.0], &context, Some(&added))?;
+            // Reading back waits for the device.
+            let data = out.into_data();
+            std::hint::black_box(data);
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            // The first run compiles kernels (and tunes them); it is reported apart.
+            if run > 0 {
+                times.push(ms);
+            } else {
+                eprintln!("{device_name} {size}x{size}: first forward (kernel compile) {ms:.0} ms");
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{{\"device\":\"{device_name}\",\"precision\":\"{}\",\"size\":{size},\"params\":{params},\"ms\":{:.1}}}",
+            if precision == Precision::F16 {
+                "f16"
+            } else {
+                "f32"
+            },
+            times[times.len() / 2]
+        );
+    }
+    Ok(())
+}
+
+/// Names and shapes of tensors, in the order a model takes them.
+type Layout = Vec<(String, Vec<usize>)>;
+
+/// Names and shapes of a UNet's tensors, from a shapes-only build on the CPU.
+fn layout(config_json: &str) -> Result<Layout, Box<dyn std::error::Error>> {
+    #[allow(deprecated)]
+    let cpu = Device::ndarray();
+    let mut w = Weights::shapes_only(&cpu);
+    UNet2DConditionModel::load(&UNetConfig::from_json(config_json)?, &mut w)?;
+    Ok(w.synthesized().to_vec())
+}
+
+fn write_mid(out: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::Path::new(out).join("unet");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("config.json"), MID_CONFIG)?;
+    let names = layout(MID_CONFIG)?;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    Weights::synthetic_values(SEED, &names, |name, shape, values| {
+        tensors.push((
+            name.to_owned(),
+            shape.to_vec(),
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
+    });
+    let list: Vec<(&str, Dtype, &[usize], &[u8])> = tensors
+        .iter()
+        .map(|(n, s, b)| (n.as_str(), Dtype::F32, s.as_slice(), b.as_slice()))
+        .collect();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(
+        dir.join("diffusion_pytorch_model.safetensors"),
+    )?);
+    safetensors::write(&list, &mut f)?;
+    f.flush()?;
+    println!(
+        "{{\"written\":\"{}\",\"tensors\":{}}}",
+        dir.display(),
+        tensors.len()
+    );
+    Ok(())
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn rss(out: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let names = layout(SDXL_INPAINT_CONFIG)?;
+    let largest = names
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() * 2)
+        .max()
+        .unwrap_or(0);
+    let path = std::path::Path::new(out);
+    let expected: usize = names
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() * 2)
+        .sum();
+    if std::fs::metadata(path)
+        .map(|m| (m.len() as usize) < expected)
+        .unwrap_or(true)
+    {
+        // Header first, then each tensor's random f16 bytes, written as generated.
+        let mut header = serde_json::Map::new();
+        let mut offset = 0usize;
+        for (name, shape) in &names {
+            let end = offset + shape.iter().product::<usize>() * 2;
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": "F16", "shape": shape, "data_offsets": [offset, end]}),
+            );
+            offset = end;
+        }
+        let mut json = serde_json::to_vec(&header)?;
+        while json.len() % 8 != 0 {
+            json.push(b' ');
+        }
+        let mut f = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path)?);
+        f.write_all(&(json.len() as u64).to_le_bytes())?;
+        f.write_all(&json)?;
+        let block: Vec<u8> = (0..1 << 20)
+            .flat_map(|i: u32| {
+                half::f16::from_f32(((i * 2654435761) % 2000) as f32 / 1000.0 - 1.0).to_le_bytes()
+            })
+            .collect();
+        let mut left = offset;
+        while left > 0 {
+            let n = left.min(block.len());
+            f.write_all(&block[..n])?;
+            left -= n;
+        }
+        f.flush()?;
+    }
+    let file_bytes = std::fs::metadata(path)?.len();
+
+    // Reset the peak-RSS counter, then stream the checkpoint as the loader does: each tensor
+    // converted to f16 and handed over before the next is read.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let baseline = status_kib("VmRSS:");
+    let started = Instant::now();
+    let mut file = std::fs::File::open(path)?;
+    let mut stream = SafetensorsStream::new(out);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut count = 0usize;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        stream.feed(&buf[..n], &mut |t| {
+            let halves = to_f16(&t.bytes, t.info.dtype);
+            std::hint::black_box(&halves);
+            count += 1;
+            Ok::<_, WeightsError>(())
+        })?;
+    }
+    stream.finish()?;
+    let secs = started.elapsed().as_secs_f64();
+    let peak = status_kib("VmHWM:");
+    println!(
+        "{{\"file_bytes\":{file_bytes},\"tensors\":{count},\"largest_tensor_bytes\":{largest},\"baseline_rss_kib\":{baseline},\"peak_over_baseline_kib\":{},\"seconds\":{secs:.1}}}",
+        peak.saturating_sub(baseline)
+    );
+    Ok(())
+}
