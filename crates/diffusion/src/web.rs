@@ -17,12 +17,23 @@ fn js_err(what: &str, e: JsValue) -> WeightsError {
     }
 }
 
-/// Initialises Burn on the browser's WebGPU adapter.
+thread_local! {
+    /// Burn registers one runtime per adapter: the device is initialised once per page (or
+    /// worker) and handed out again after that.
+    static WEBGPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Burn on the browser's WebGPU adapter, initialised on the first call and shared after it.
 pub async fn webgpu_device() -> Result<Device, WeightsError> {
-    Device::wgpu_options()
+    if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
+        return Ok(device);
+    }
+    let device = Device::wgpu_options()
         .init_async()
         .await
-        .map_err(|e| WeightsError::Config(format!("WebGPU is not available: {e}")))
+        .map_err(|e| WeightsError::Config(format!("WebGPU is not available: {e}")))?;
+    WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
+    Ok(device)
 }
 
 /// `fetch(url)`, then its body read chunk by chunk into `weights`.
