@@ -59,17 +59,18 @@ fn load(
     })
 }
 
+/// The benchmark programs (examples) and the `fresco` binary. `cargo test --all-targets` builds
+/// examples only as test harnesses, so they get a build of their own; the dependency tree's
+/// artifacts are the tests' where the features agree.
+fn build_benches(ctx: &Ctx) -> Result {
+    run(ctx
+        .cargo()
+        .args(["build", "--workspace", "--bins", "--examples", "--locked"]))
+}
+
 pub fn proxy(ctx: &Ctx, requests: usize, concurrency: usize) -> Result {
     setup::node_packages(ctx)?;
-    run(ctx.cargo().args([
-        "build",
-        "-p",
-        "fresco-cli",
-        "-p",
-        "fresco-server",
-        "--example",
-        "proxy_bench",
-    ]))?;
+    build_benches(ctx)?;
     let ready = Duration::from_secs(60);
     let upstream = Service::start(
         "upstream",
@@ -181,9 +182,7 @@ fn torch_python() -> Option<std::path::PathBuf> {
 }
 
 pub fn engine(ctx: &Ctx, sizes: &str, runs: usize) -> Result {
-    run(ctx
-        .cargo()
-        .args(["build", "--workspace", "--all-targets", "--locked"]))?;
+    build_benches(ctx)?;
     let runs_s = runs.to_string();
     let mut rows: Vec<(String, String, usize, f64)> = Vec::new();
     for (device, precision) in [("ndarray", "f32"), ("wgpu", "f32"), ("wgpu", "f16")] {
@@ -296,6 +295,29 @@ pub fn engine(ctx: &Ctx, sizes: &str, runs: usize) -> Result {
         } else {
             "NOT met"
         }
+    );
+    println!("\nloading it through the real loader into a UNet on wgpu (lavapipe)…");
+    let line = engine_bench(
+        ctx,
+        &[
+            "load",
+            "--device",
+            "wgpu",
+            "--out",
+            &file.display().to_string(),
+        ],
+    )?
+    .pop()
+    .unwrap_or_default();
+    let peak = field(&line, "peak_over_baseline_kib")?;
+    let model = field(&line, "model_bytes")? / 1024.0;
+    println!(
+        "  {:.0} s; peak RSS {:.0} MiB over the baseline, of which the model's own weights (on lavapipe the device's memory is this process's) {:.0} MiB: the loader's overhead is {:.0} MiB (largest tensor {:.0} MiB)",
+        field(&line, "seconds")?,
+        mib(peak),
+        mib(model),
+        mib(peak - model),
+        mib(largest),
     );
     println!(
         "  (the checkpoint stays in {} for the next run)",

@@ -83,18 +83,7 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
     } else {
         "native tests"
     };
-    timed(name, &mut || {
-        let mut cmd = ctx.cargo();
-        cmd.args(["test", "--workspace", "--all-targets", "--locked"]);
-        if lint {
-            cmd.env("RUSTC_WORKSPACE_WRAPPER", setup::clippy_driver()?)
-                .env(
-                    "CLIPPY_ARGS",
-                    "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
-                );
-        }
-        run(&mut cmd)
-    })?;
+    timed(name, &mut || run(&mut native_tests(ctx, lint, &[])?))?;
     timed("browser tests (headless Chromium, WebGPU)", &mut || {
         let driver = setup::chromedriver()?;
         let wasm_test = |package: &str, extra: &[&str], fixtures: Option<&str>| {
@@ -143,6 +132,21 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
         println!("  {:>6.1} s  {name}", d.as_secs_f64());
     }
     Ok(())
+}
+
+/// `cargo test --workspace --all-targets --locked [extra]`, linted by clippy when `lint`.
+fn native_tests(ctx: &Ctx, lint: bool, extra: &[&str]) -> Result<std::process::Command> {
+    let mut cmd = ctx.cargo();
+    cmd.args(["test", "--workspace", "--all-targets", "--locked"])
+        .args(extra);
+    if lint {
+        cmd.env("RUSTC_WORKSPACE_WRAPPER", setup::clippy_driver()?)
+            .env(
+                "CLIPPY_ARGS",
+                "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+            );
+    }
+    Ok(cmd)
 }
 
 /// `fresco serve` over tests/fixtures, reachable from the browser tests' origin.

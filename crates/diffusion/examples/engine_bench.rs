@@ -7,7 +7,11 @@
 //!   can time the same model with the same weights;
 //! - `engine_bench rss --out FILE`: writes a checkpoint shaped like SDXL-inpaint's UNet (fp16,
 //!   random, 5.1 GB), then streams it through the loader and reports the peak resident memory over
-//!   the baseline next to the largest tensor.
+//!   the baseline next to the largest tensor;
+//! - `engine_bench load --device ndarray|wgpu --out FILE`: that checkpoint (written by `rss`)
+//!   through the real loader into a UNet on the device, in f16 where the device has it: the
+//!   peak RSS over the baseline, the bytes the model itself holds, and the difference (on a CPU
+//!   backend and on lavapipe the device's memory is this process's memory).
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -59,7 +63,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("unet") => unet(&args),
         Some("write-mid") => write_mid(&arg(&args, "--out").ok_or("--out DIR")?),
         Some("rss") => rss(&arg(&args, "--out").ok_or("--out FILE")?),
-        _ => Err("usage: engine_bench unet --device ndarray|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | rss --out FILE".into()),
+        Some("load") => load(
+            &arg(&args, "--device").unwrap_or_else(|| "wgpu".into()),
+            &arg(&args, "--out").ok_or("--out FILE")?,
+        ),
+        _ => Err("usage: engine_bench unet --device ndarray|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | rss --out FILE | load --device D --out FILE".into()),
     }
 }
 
@@ -282,6 +290,41 @@ fn rss(out: &str) -> Result<(), Box<dyn std::error::Error>> {
     let peak = status_kib("VmHWM:");
     println!(
         "{{\"file_bytes\":{file_bytes},\"tensors\":{count},\"largest_tensor_bytes\":{largest},\"baseline_rss_kib\":{baseline},\"peak_over_baseline_kib\":{},\"seconds\":{secs:.1}}}",
+        peak.saturating_sub(baseline)
+    );
+    Ok(())
+}
+
+fn load(device_name: &str, out: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let device = device(device_name)?;
+    let precision = fresco_diffusion::weights::store::preferred_precision(&device);
+    let config = UNetConfig::from_json(SDXL_INPAINT_CONFIG)?;
+    // Warm the device up (adapter, first buffers) before the baseline.
+    let warm: Tensor<1> = Tensor::from_data(TensorData::new(vec![1f32; 1024], [1024]), &device);
+    std::hint::black_box(warm.into_data());
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let baseline = status_kib("VmRSS:");
+    let started = Instant::now();
+    let mut w = Weights::new(&device, precision, out);
+    w.read_safetensors(std::fs::File::open(out)?, out)?;
+    let unet = UNet2DConditionModel::load(&config, &mut w)?;
+    w.finish(&[])?;
+    let secs = started.elapsed().as_secs_f64();
+    let peak = status_kib("VmHWM:");
+    let names = layout(SDXL_INPAINT_CONFIG)?;
+    let bytes_per = if precision == Precision::F16 { 2 } else { 4 };
+    let model_bytes: usize = names
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() * bytes_per)
+        .sum();
+    std::hint::black_box(&unet);
+    println!(
+        "{{\"device\":\"{device_name}\",\"precision\":\"{}\",\"model_bytes\":{model_bytes},\"peak_over_baseline_kib\":{},\"seconds\":{secs:.1}}}",
+        if precision == Precision::F16 {
+            "f16"
+        } else {
+            "f32"
+        },
         peak.saturating_sub(baseline)
     );
     Ok(())

@@ -42,6 +42,7 @@ async fn hub(root: PathBuf) -> (String, Arc<Counts>) {
             "/tiny/{name}/resolve/{rev}/{*path}",
             axum::routing::get(serve),
         )
+        .route("/static/{*path}", axum::routing::get(serve_plain))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -77,6 +78,23 @@ async fn serve(
         HeaderValue::from_str(&format!("\"{:016x}\"", h.finish())).unwrap(),
     );
     (headers, bytes).into_response()
+}
+
+/// `root/<path>` as a plain static server sends it: no commit, no ETag, a modification time.
+async fn serve_plain(
+    State((root, counts)): State<(PathBuf, Arc<Counts>)>,
+    method: Method,
+    UrlPath(path): UrlPath<String>,
+) -> Response {
+    if method == Method::HEAD {
+        counts.head.fetch_add(1, Ordering::SeqCst);
+    } else {
+        counts.get.fetch_add(1, Ordering::SeqCst);
+    }
+    match std::fs::read(root.join(&path)) {
+        Ok(bytes) => ([("last-modified", "Tue, 24 Nov 2026 04:00:00 GMT")], bytes).into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 struct Quiet;
@@ -377,4 +395,32 @@ async fn missing_shards_and_truncated_files_name_what_is_wrong() {
         .unwrap()
         .to_string();
     assert!(err.contains("no safetensors weights for vae"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_on_a_plain_web_server_loads_and_is_cached() {
+    let (endpoint, counts) = hub(common::fixture("")).await;
+    let cache = tempfile::tempdir().unwrap();
+    let location = RepoLocation::parse(&format!("{endpoint}/static/tiny-sd15-inpaint/")).unwrap();
+    assert_eq!(
+        location,
+        RepoLocation::Url(format!("{endpoint}/static/tiny-sd15-inpaint"))
+    );
+    let files = || {
+        RepoFiles::new(
+            location.clone(),
+            options(&endpoint, cache.path(), false),
+            Box::new(Quiet),
+        )
+        .unwrap()
+    };
+    unet_matches(&files(), None, 1e-4).await;
+    let gets = counts.get.load(Ordering::SeqCst);
+    assert_eq!(gets, 2, "config.json and the weights were downloaded");
+    unet_matches(&files(), None, 1e-4).await;
+    assert_eq!(
+        counts.get.load(Ordering::SeqCst),
+        gets,
+        "known by URL, size and modification time: not downloaded again"
+    );
 }

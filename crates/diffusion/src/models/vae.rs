@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
 use crate::nn::{Conv2d, GroupNorm, Linear};
-use crate::weights::{WeightsError, store::Weights};
+use crate::weights::WeightsError;
+use crate::weights::store::{Precision, Weights};
 
 const EPS: f64 = 1e-6;
 
@@ -55,6 +56,18 @@ impl Default for VaeConfig {
 }
 
 impl VaeConfig {
+    /// The precision to load this VAE in, given the one the rest of the model runs in. A VAE
+    /// marked `force_upcast` (SD's and SDXL's original VAEs, whose decoder activations overflow
+    /// f16's range of ±65504 and turn into NaN/black images) runs in f32 as in diffusers; a VAE
+    /// fixed for f16 (e.g. `madebyollin/sdxl-vae-fp16-fix`, `force_upcast: false`) follows the model.
+    pub fn precision(&self, model: Precision) -> Precision {
+        if self.force_upcast {
+            Precision::F32
+        } else {
+            model
+        }
+    }
+
     pub fn from_json(json: &str) -> Result<Self, WeightsError> {
         let c: VaeConfig = serde_json::from_str(json)
             .map_err(|e| WeightsError::Config(format!("vae config.json: {e}")))?;
@@ -368,5 +381,22 @@ impl AutoencoderKL {
             }
         }
         d.conv_out.forward(activation::silu(d.norm_out.forward(h)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn force_upcast_keeps_the_vae_in_f32() {
+        let upcast = VaeConfig::from_json(r#"{"force_upcast": true}"#).unwrap();
+        assert_eq!(upcast.precision(Precision::F16), Precision::F32);
+        let fixed = VaeConfig::from_json(r#"{"force_upcast": false}"#).unwrap();
+        assert_eq!(fixed.precision(Precision::F16), Precision::F16);
+        assert_eq!(fixed.precision(Precision::F32), Precision::F32);
+        // diffusers' default when the key is absent is to upcast.
+        let absent = VaeConfig::from_json("{}").unwrap();
+        assert_eq!(absent.precision(Precision::F16), Precision::F32);
     }
 }

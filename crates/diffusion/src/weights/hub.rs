@@ -298,14 +298,30 @@ impl RepoFiles {
         if !status.is_success() && !status.is_redirection() {
             return Err(net_err(&url, format!("the server answered {status}")));
         }
-        let etag = header("x-linked-etag")
-            .or_else(|| header("etag"))
-            .map(|e| e.trim_start_matches("W/").trim_matches('"').to_owned())
-            .filter(|e| !e.is_empty() && !e.contains('/') && !e.contains(".."))
-            .ok_or_else(|| net_err(&url, "the answer carries no ETag to cache the file by"))?;
         let size: Option<u64> = header("x-linked-size")
             .or_else(|| header("content-length"))
             .and_then(|s| s.parse().ok());
+        let etag = header("x-linked-etag")
+            .or_else(|| header("etag"))
+            .map(|e| e.trim_start_matches("W/").trim_matches('"').to_owned())
+            .filter(|e| !e.is_empty() && !e.contains('/') && !e.contains(".."));
+        let etag = match (etag, &self.location) {
+            (Some(etag), _) => etag,
+            // A plain static server (a bucket, nginx without etags): the file is known by its
+            // URL, size and modification time, so a changed file is downloaded again.
+            (None, RepoLocation::Url(_)) => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (&url, size, header("last-modified")).hash(&mut h);
+                format!("url-{:016x}", h.finish())
+            }
+            (None, _) => {
+                return Err(net_err(
+                    &url,
+                    "the answer carries no ETag to cache the file by",
+                ));
+            }
+        };
 
         let blob = repo.join("blobs").join(&etag);
         let snap = repo.join("snapshots").join(&commit).join(rel);

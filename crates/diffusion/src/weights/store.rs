@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
 use super::WeightsError;
 use super::convert::{to_f16, to_f32};
@@ -20,6 +20,16 @@ pub const READ_CHUNK: usize = 1 << 20;
 pub enum Precision {
     F32,
     F16,
+}
+
+impl Precision {
+    /// Burn's dtype for it.
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+        }
+    }
 }
 
 /// The precision to run a model in on `device`: f16 where the device computes it natively (a
@@ -188,11 +198,8 @@ impl Weights {
             Precision::F16 => TensorData::new(to_f16(&t.bytes, t.info.dtype), [numel]),
         };
         drop(t.bytes);
-        let tensor = Tensor::<1>::from_data(data, &self.device);
-        let tensor = match self.precision {
-            Precision::F32 => tensor,
-            Precision::F16 => tensor.cast(FloatDType::F16),
-        };
+        // Created in the store's dtype directly: an f16 tensor never exists in f32 on the device.
+        let tensor = Tensor::<1>::from_data(data, (&self.device, self.precision.dtype()));
         if self
             .tensors
             .insert(
@@ -268,11 +275,10 @@ impl Weights {
                     shape,
                 ),
             };
-            let t = Tensor::<D>::from_data(data, &self.device);
-            return Ok(match self.precision {
-                Precision::F32 => t,
-                Precision::F16 => t.cast(FloatDType::F16),
-            });
+            return Ok(Tensor::<D>::from_data(
+                data,
+                (&self.device, self.precision.dtype()),
+            ));
         }
         let file = self.file_of(name);
         let entry = self
