@@ -1,5 +1,6 @@
 //! `fresco`: the command-line front of the project.
 
+mod generate;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,16 @@ struct Cli {
 enum Command {
     /// Serve the fal-compatible queue, storage and /api/fal/proxy (and the demo site at /).
     Serve(serve::ServeArgs),
+    /// Repaint the white part of a mask (inpainting), as fal-ai/inpaint does.
+    Inpaint {
+        #[command(flatten)]
+        args: generate::GenerateArgs,
+        /// The mask: white is repainted, black kept (PNG, JPEG or WebP).
+        #[arg(long)]
+        mask: std::path::PathBuf,
+    },
+    /// Repaint a whole image guided by a prompt (image-to-image).
+    Img2img(generate::GenerateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +47,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Inpaint { args, mask } => runtime.block_on(generate::run(args, Some(mask))),
+        Command::Img2img(args) => runtime.block_on(generate::run(args, None)),
     }
 }

@@ -122,7 +122,7 @@ fn unet(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         let added = AddedConditions {
             text_embeds: input([2, 256], 3, &device),
             time_ids: vec![
-                [
+                vec![
                     size as f32 * 8.0,
                     size as f32 * 8.0,
                     0.0,

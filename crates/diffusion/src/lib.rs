@@ -4,6 +4,10 @@
 
 pub mod models;
 pub mod nn;
+pub mod pipeline;
+pub mod rng;
+pub mod schedulers;
+pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 pub mod weights;

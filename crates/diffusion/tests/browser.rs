@@ -110,7 +110,7 @@ async fn sdxl_inpaint_unet_and_vae_match_diffusers_on_webgpu() {
         time_ids: refs["time_ids"]
             .values
             .chunks(6)
-            .map(|c| c.try_into().unwrap())
+            .map(<[f32]>::to_vec)
             .collect(),
     };
     let out = unet

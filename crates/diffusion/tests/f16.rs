@@ -88,7 +88,7 @@ fn sdxl_inpaint_components_in_f16_match_diffusers_within_f16_precision() {
         time_ids: refs["time_ids"]
             .values
             .chunks(6)
-            .map(|c| c.try_into().unwrap())
+            .map(<[f32]>::to_vec)
             .collect(),
     };
     let out = unet

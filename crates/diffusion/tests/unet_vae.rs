@@ -40,7 +40,7 @@ fn check_unet(model_dir: &str) {
         let ehs = refs["encoder_hidden_states"].tensor::<3>(&device);
         let added = refs.get("time_ids").map(|t| AddedConditions {
             text_embeds: refs["text_embeds"].tensor::<2>(&device),
-            time_ids: t.values.chunks(6).map(|c| c.try_into().unwrap()).collect(),
+            time_ids: t.values.chunks(6).map(<[f32]>::to_vec).collect(),
         });
         let timesteps = refs["timestep"].values.clone();
         let out = unet

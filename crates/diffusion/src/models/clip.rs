@@ -259,6 +259,12 @@ impl ClipTextModel {
         })
     }
 
+    /// The encoder's final LayerNorm, for `clip_skip` on SD 1.x/2.x: diffusers norms the earlier
+    /// layer's hidden state it takes (SDXL takes hidden states un-normed).
+    pub fn final_layer_norm(&self, x: Tensor<3>) -> Tensor<3> {
+        self.final_layer_norm.forward(x)
+    }
+
     fn layer_forward(&self, l: &EncoderLayer, x: Tensor<3>) -> Tensor<3> {
         let [b, n, h] = x.dims();
         let heads = self.config.num_attention_heads;

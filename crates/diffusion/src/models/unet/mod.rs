@@ -93,7 +93,9 @@ pub struct UNet2DConditionModel {
 /// (original size, crop top-left, target size; or with an aesthetic score).
 pub struct AddedConditions {
     pub text_embeds: Tensor<2>,
-    pub time_ids: Vec<[f32; 6]>,
+    /// Per batch row: `original_size + crops_coords_top_left + target_size` (6 values), or
+    /// `original_size + crops_coords_top_left + (aesthetic_score,)` (5) for models that ask for it.
+    pub time_ids: Vec<Vec<f32>>,
 }
 
 impl UNet2DConditionModel {
@@ -293,16 +295,17 @@ impl UNet2DConditionModel {
         let mut emb = self.time_embedding.forward(t_emb);
         match (&self.add_embedding, self.plan.text_time, added) {
             (Some(add), Some((dim, _)), Some(a)) => {
-                if a.time_ids.len() != batch {
+                let n = a.time_ids.first().map_or(0, Vec::len);
+                if a.time_ids.len() != batch || a.time_ids.iter().any(|r| r.len() != n) {
                     return Err(WeightsError::Config(format!(
-                        "{} time ids for a batch of {batch}",
+                        "{} rows of time ids for a batch of {batch} (each row of one length)",
                         a.time_ids.len()
                     )));
                 }
                 let flat: Vec<f32> = a.time_ids.iter().flatten().copied().collect();
                 let time =
                     timestep_embedding(&flat, dim, self.plan.flip_sin_to_cos, self.plan.freq_shift);
-                let time = host_tensor(time, [batch, 6 * dim], &device).cast(dtype);
+                let time = host_tensor(time, [batch, n * dim], &device).cast(dtype);
                 let aug = add.forward(Tensor::cat(
                     vec![a.text_embeds.clone().cast(dtype), time],
                     1,

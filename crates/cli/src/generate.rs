@@ -1,0 +1,230 @@
+//! `fresco inpaint` and `fresco img2img`: one generation from the command line, with the
+//! `fal-ai/inpaint` defaults, download and step progress on stderr, and the seed printed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::tensor::{Device, DeviceKind};
+use clap::{Args, ValueEnum};
+use fresco_diffusion::pipeline::image::{OutputFormat, decode, encode};
+use fresco_diffusion::pipeline::load::LoadOptions;
+use fresco_diffusion::pipeline::{Pipeline, Request, Task};
+use fresco_diffusion::rng::random_seed;
+use fresco_diffusion::weights::hub::{HubOptions, RepoFiles, StderrProgress};
+use fresco_diffusion::weights::repo::RepoLocation;
+use fresco_diffusion::weights::store::Precision;
+use fresco_protocol::endpoints::inpaint::{DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DeviceArg {
+    /// Burn's ndarray backend on the CPU (f32).
+    Cpu,
+    /// wgpu: Vulkan, Metal or DX12 (f16 with --f16 where the adapter has shader-f16).
+    Wgpu,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// The model: a local diffusers folder, a Hugging Face id (owner/name[@revision]) or the
+    /// http(s) URL of a folder in diffusers layout.
+    #[arg(long)]
+    model: String,
+    /// The input image (PNG, JPEG or WebP).
+    #[arg(long)]
+    image: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    /// Without it there is no negative prompt (diffusers' None); `--negative-prompt ""` encodes
+    /// the empty string (fal-ai/inpaint's default).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    #[arg(long, default_value_t = DEFAULT_NUM_INFERENCE_STEPS as usize)]
+    steps: usize,
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE_SCALE as f32)]
+    guidance: f32,
+    /// Drawn at random (and printed) when absent.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How much of the image is re-noised, in (0, 1]; default: diffusers' default of the pipeline
+    /// (0.9999 SDXL inpainting, 1.0 SD inpainting, 0.8 image-to-image).
+    #[arg(long)]
+    strength: Option<f64>,
+    /// One of fal's names: "Euler", "Euler (trailing timesteps)", "Euler A", "DDIM", "DPM++ 2M",
+    /// "DPM++ 2M Karras", "LCM", "LCM (trailing timesteps)". Default: the model's own.
+    #[arg(long)]
+    scheduler: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    num_images: usize,
+    /// Output width and height (multiples of 8). Default: the model's size for inpainting
+    /// (diffusers' default; the inputs are resized to it), the image's own for img2img.
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(u32, u32)>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// Weights and maths in f16 (wgpu adapters with shader-f16).
+    #[arg(long)]
+    f16: bool,
+    /// The weight variant to prefer, e.g. fp16 (`*.fp16.safetensors`).
+    #[arg(long)]
+    variant: Option<String>,
+    /// Where to write the image: .png, .jpg or .jpeg. With --num-images N > 1: name-0.png …
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', '×'])
+        .ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT, e.g. 1024x1024"))?;
+    let n = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{s:?}: expected WIDTHxHEIGHT"))
+    };
+    Ok((n(w)?, n(h)?))
+}
+
+fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
+    if n == 1 {
+        return vec![out.to_path_buf()];
+    }
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "out".into(), |s| s.to_string_lossy().into_owned());
+    let ext = out
+        .extension()
+        .map_or_else(|| "png".into(), |s| s.to_string_lossy().into_owned());
+    (0..n)
+        .map(|i| out.with_file_name(format!("{stem}-{i}.{ext}")))
+        .collect()
+}
+
+fn read_image(path: &Path, what: &str) -> anyhow::Result<image::DynamicImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    decode(&bytes, what).with_context(|| format!("{}", path.display()))
+}
+
+pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()> {
+    let format = OutputFormat::from_path(&args.out.to_string_lossy()).with_context(|| {
+        format!(
+            "--out {}: the extension must be .png, .jpg or .jpeg",
+            args.out.display()
+        )
+    })?;
+    // Inputs first: a typo should not cost a model download.
+    let image = read_image(&args.image, "--image")?;
+    let mask = mask
+        .as_deref()
+        .map(|m| read_image(m, "--mask"))
+        .transpose()?;
+    let (device, precision) = match (args.device, args.f16) {
+        #[allow(deprecated)] // the ndarray device is the CPU reference backend
+        (DeviceArg::Cpu, false) => (Device::ndarray(), Precision::F32),
+        (DeviceArg::Cpu, true) => {
+            bail!("--f16 needs --device wgpu (the CPU backend computes in f32)")
+        }
+        (DeviceArg::Wgpu, f16) => {
+            let device = Device::wgpu(DeviceKind::DefaultDevice);
+            if f16 && !device.supports_dtype(burn::tensor::FloatDType::F16) {
+                bail!("--f16: this wgpu adapter has no shader-f16");
+            }
+            (device, if f16 { Precision::F16 } else { Precision::F32 })
+        }
+    };
+    let seed = args.seed.unwrap_or_else(random_seed);
+
+    let started = Instant::now();
+    let files = RepoFiles::new(
+        RepoLocation::parse(&args.model)?,
+        HubOptions::from_env(),
+        Box::new(StderrProgress::default()),
+    )?;
+    let options = LoadOptions {
+        precision: Some(precision),
+        variant: args.variant.clone(),
+    };
+    let pipe = Pipeline::load(&files, &device, &options, &mut |line| eprintln!("{line}"))
+        .await
+        .with_context(|| format!("loading {}", args.model))?;
+    eprintln!(
+        "loaded {} ({}) in {:.1} s",
+        args.model,
+        pipe.class_name,
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut req = Request::new(args.prompt, seed);
+    req.negative_prompt = args.negative_prompt;
+    req.num_inference_steps = args.steps;
+    req.guidance_scale = args.guidance;
+    req.strength = args.strength;
+    req.scheduler = args.scheduler;
+    req.num_images = args.num_images;
+    req.size = args.size;
+    let task = match &mask {
+        Some(m) => Task::Inpaint {
+            image: &image,
+            mask: m,
+        },
+        None => Task::ImageToImage { image: &image },
+    };
+    eprintln!("seed {seed}");
+    let started = Instant::now();
+    let mut last = Instant::now();
+    let out = pipe
+        .generate(task, &req, &mut |p| {
+            let now = Instant::now();
+            eprint!(
+                "\rstep {}/{} ({:.2} s/step)   ",
+                p.step,
+                p.total,
+                (now - last).as_secs_f64()
+            );
+            let _ = std::io::stderr().flush();
+            last = now;
+            true
+        })
+        .await?;
+    eprintln!(
+        "\n{} image(s) of {}×{} in {:.1} s",
+        out.images.len(),
+        out.width,
+        out.height,
+        started.elapsed().as_secs_f64()
+    );
+    for (img, path) in out
+        .images
+        .iter()
+        .zip(output_paths(&args.out, out.images.len()))
+    {
+        let bytes = encode(img, format)?;
+        // Written whole to a temporary name, then renamed: never a half-written file.
+        let tmp = path.with_extension("partial");
+        std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        println!("{}", path.display());
+    }
+    println!("seed {seed}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_output_names() {
+        assert_eq!(parse_size("1024x768"), Ok((1024, 768)));
+        assert!(parse_size("1024").is_err());
+        assert_eq!(
+            output_paths(Path::new("a/out.png"), 1),
+            [PathBuf::from("a/out.png")]
+        );
+        assert_eq!(
+            output_paths(Path::new("a/out.jpg"), 2),
+            [PathBuf::from("a/out-0.jpg"), PathBuf::from("a/out-1.jpg")]
+        );
+    }
+}

@@ -1,0 +1,426 @@
+//! One generation, step for step and draw for draw as diffusers' `StableDiffusionImg2ImgPipeline`,
+//! `StableDiffusionInpaintPipeline` and `StableDiffusionXLInpaintPipeline` run it.
+//!
+//! Inpainting, with `S` = image latents, `ε` = the initial noise, `M` = the latent mask:
+//! 1. `S = vae.encode(image).sample() · scaling_factor` — only when the UNet has 4 channels (it
+//!    re-blends with `S`) or `strength < 1`: **draw 1** (the latent sample, `[1, 4, h/f, w/f]`).
+//! 2. `ε` `[n, 4, h/f, w/f]`: **draw 2**. Start latents: `ε · init_noise_sigma` at strength 1,
+//!    else `scheduler.add_noise(S, ε, first step)`.
+//! 3. Masked-image latents `vae.encode(image · (mask < 0.5)).sample() · scaling_factor`:
+//!    **draw 3** (diffusers encodes it for 4-channel models too, so the draw happens either way).
+//! 4. Each step: the UNet on `[x, x]` (unconditional first) with `M` and the masked-image latents
+//!    as channels 5–9 on 9-channel UNets, classifier-free guidance `u + g (c − u)` when `g > 1`,
+//!    `scheduler.step` (ancestral schedulers draw here), and on 4-channel UNets the kept region
+//!    put back: `x = (1 − M) · add_noise(S, ε, next step) + M · x` (before the last step's
+//!    output only the mask blend with `S` itself).
+//! 5. `vae.decode(x / scaling_factor)`, then `(y/2 + 0.5)` clamped and quantised.
+//!
+//! Image-to-image: `S` (**draw 1**), `ε` (**draw 2**), `x = add_noise(S, ε, first step)`, then
+//! the steps without the mask.
+
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use image::{DynamicImage, RgbImage};
+
+use super::image::{binary_mask, image_tensor, latent_mask, mask_tensor, to_images};
+use super::text::Conditioning;
+use super::{Pipeline, PipelineError};
+use crate::models::unet::AddedConditions;
+use crate::rng::TorchGenerator;
+use crate::schedulers::{DiffusionScheduler, Latents, Scheduler, SchedulerError};
+
+/// What to generate from.
+pub enum Task<'a> {
+    ImageToImage {
+        image: &'a DynamicImage,
+    },
+    /// White (≥ 50 % grey) in the mask is repainted, black kept.
+    Inpaint {
+        image: &'a DynamicImage,
+        mask: &'a DynamicImage,
+    },
+}
+
+/// The knobs of a generation; [`Request::new`] gives diffusers' defaults.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: String,
+    /// `None`: no negative prompt (diffusers' `None`: zero embeddings on SDXL); `Some("")` is
+    /// encoded like any prompt.
+    pub negative_prompt: Option<String>,
+    pub num_inference_steps: usize,
+    pub guidance_scale: f32,
+    /// `None`: the pipeline's default (0.9999 SDXL inpaint, 1.0 SD inpaint, 0.8 img2img).
+    pub strength: Option<f64>,
+    pub seed: u64,
+    /// One of fal's scheduler names; `None`: the model's own scheduler.
+    pub scheduler: Option<String>,
+    pub num_images: usize,
+    /// Layers skipped from the end of the text encoder (0: diffusers' default layer).
+    pub clip_skip: usize,
+    /// DDIM's η.
+    pub eta: f32,
+    /// `None`: the UNet's sample size × the VAE's scale factor for inpainting (as diffusers'
+    /// inpaint pipelines), the image's own size for image-to-image.
+    pub size: Option<(u32, u32)>,
+    /// SDXL models with `requires_aesthetics_score` (refiners).
+    pub aesthetic_score: f32,
+    pub negative_aesthetic_score: f32,
+}
+
+impl Request {
+    pub fn new(prompt: impl Into<String>, seed: u64) -> Self {
+        Request {
+            prompt: prompt.into(),
+            negative_prompt: None,
+            num_inference_steps: 50,
+            guidance_scale: 7.5,
+            strength: None,
+            seed,
+            scheduler: None,
+            num_images: 1,
+            clip_skip: 0,
+            eta: 0.0,
+            size: None,
+            aesthetic_score: 6.0,
+            negative_aesthetic_score: 2.5,
+        }
+    }
+}
+
+/// What a step callback hears about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepProgress {
+    /// 1-based.
+    pub step: usize,
+    pub total: usize,
+}
+
+/// The result: `num_images` images of `width × height`, and the seed they came from.
+pub struct Generated {
+    pub images: Vec<RgbImage>,
+    pub seed: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+fn sched_err(e: SchedulerError) -> PipelineError {
+    match e {
+        SchedulerError::UnsupportedName(_) => PipelineError::input("scheduler", e.to_string()),
+        SchedulerError::InvalidStrength(_) | SchedulerError::NoStepsLeft { .. } => {
+            PipelineError::input("strength", e.to_string())
+        }
+        SchedulerError::InvalidSteps { .. } => {
+            PipelineError::input("num_inference_steps", e.to_string())
+        }
+        other => PipelineError::Internal(format!("scheduler: {other}")),
+    }
+}
+
+/// `randn` of `shape` from the generator, as a tensor.
+fn randn(rng: &mut TorchGenerator, shape: [usize; 4], device: &Device) -> Tensor<4> {
+    let values = rng.randn(shape.iter().product());
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// A batch of `n` copies of a `[1, …]` tensor (torch's `repeat(n, 1, 1, 1)`).
+fn repeat_batch<const D: usize>(t: Tensor<D>, n: usize) -> Tensor<D> {
+    if n == 1 { t } else { t.repeat_dim(0, n) }
+}
+
+impl Pipeline {
+    /// `vae.encode(x).latent_dist.sample(generator) · scaling_factor`.
+    fn encode_sample(&self, image: Tensor<4>, rng: &mut TorchGenerator) -> Tensor<4> {
+        let dist = self.vae.encode(image);
+        let mean = dist.mean.clone().cast(FloatDType::F32);
+        let std = dist.std().cast(FloatDType::F32);
+        let eps = randn(rng, mean.dims(), &mean.device());
+        (mean + std * eps).mul_scalar(self.vae.config.scaling_factor as f32)
+    }
+
+    fn check_request(&self, req: &Request, inpaint: bool) -> Result<(), PipelineError> {
+        if req.num_inference_steps == 0 || req.num_inference_steps > 1000 {
+            return Err(PipelineError::input(
+                "num_inference_steps",
+                format!("{} is outside 1..=1000", req.num_inference_steps),
+            ));
+        }
+        if !req.guidance_scale.is_finite() || req.guidance_scale < 0.0 {
+            return Err(PipelineError::input(
+                "guidance_scale",
+                format!("{} must be a number ≥ 0", req.guidance_scale),
+            ));
+        }
+        if let Some(s) = req.strength
+            && !(s > 0.0 && s <= 1.0)
+        {
+            return Err(PipelineError::input(
+                "strength",
+                format!("{s} must be in (0, 1]"),
+            ));
+        }
+        if req.num_images == 0 || req.num_images > 8 {
+            return Err(PipelineError::input(
+                "num_images",
+                format!("{} is outside 1..=8", req.num_images),
+            ));
+        }
+        let channels = self.unet.plan.in_channels;
+        if inpaint && channels != 9 && channels != 4 {
+            return Err(PipelineError::input(
+                "model_name",
+                format!("the UNet takes {channels} channels; inpainting needs 4 or 9"),
+            ));
+        }
+        if !inpaint && channels != 4 {
+            return Err(PipelineError::input(
+                "model_name",
+                format!(
+                    "the UNet takes {channels} channels: an inpainting model needs a mask (image-to-image needs a 4-channel model)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The generation size for a task.
+    fn size(
+        &self,
+        req: &Request,
+        image: &DynamicImage,
+        inpaint: bool,
+    ) -> Result<(u32, u32), PipelineError> {
+        let f = self.vae_scale_factor();
+        let (w, h) = match req.size {
+            Some(s) => s,
+            None if inpaint => self.default_size,
+            // `get_default_height_width`: the image's size rounded down to the latent grid.
+            None => (
+                image.width() - image.width() % f,
+                image.height() - image.height() % f,
+            ),
+        };
+        if w == 0 || h == 0 || !w.is_multiple_of(f) || !h.is_multiple_of(f) {
+            return Err(PipelineError::input(
+                "image_size",
+                format!(
+                    "{w}×{h}: width and height must be positive multiples of {f} (the VAE's scale factor)"
+                ),
+            ));
+        }
+        Ok((w, h))
+    }
+
+    /// Runs a generation. `on_step` is called after every denoising step; returning `false`
+    /// cancels (the result is then [`PipelineError::Cancelled`]).
+    pub async fn generate(
+        &self,
+        task: Task<'_>,
+        req: &Request,
+        on_step: &mut dyn FnMut(StepProgress) -> bool,
+    ) -> Result<Generated, PipelineError> {
+        let (image, mask) = match task {
+            Task::ImageToImage { image } => (image, None),
+            Task::Inpaint { image, mask } => (image, Some(mask)),
+        };
+        let inpaint = mask.is_some();
+        self.check_request(req, inpaint)?;
+        let device = &self.device;
+        let (width, height) = self.size(req, image, inpaint)?;
+        let f = self.vae_scale_factor();
+        let (lw, lh) = ((width / f) as usize, (height / f) as usize);
+        let n = req.num_images;
+        let cfg = req.guidance_scale > 1.0;
+
+        // Text.
+        let cond = self
+            .text
+            .encode_prompt(&req.prompt, req.clip_skip, device)?;
+        let uncond = if cfg {
+            Some(
+                self.text
+                    .encode_negative(req.negative_prompt.as_deref(), &cond, device)?,
+            )
+        } else {
+            None
+        };
+        let context = batch_context(&cond, uncond.as_ref(), n);
+        let added = self.added_conditions(&cond, uncond.as_ref(), n, width, height, req)?;
+
+        // Schedule.
+        let mut scheduler: Scheduler<Tensor<4>> = match &req.scheduler {
+            Some(name) => Scheduler::from_fal_name(name, &self.scheduler_config),
+            None => Scheduler::from_config(&self.scheduler_config),
+        }
+        .map_err(sched_err)?;
+        scheduler.set_eta(req.eta);
+        scheduler
+            .set_timesteps(req.num_inference_steps)
+            .map_err(sched_err)?;
+        let default_strength = match (inpaint, self.text.is_sdxl()) {
+            (true, true) => 0.9999,
+            (true, false) => 1.0,
+            (false, _) => 0.8,
+        };
+        let strength = scheduler
+            .strength_schedule(req.strength.unwrap_or(default_strength))
+            .map_err(sched_err)?;
+        let timesteps = scheduler.timesteps().to_vec();
+        let begin = strength.begin_index;
+
+        // Inputs and the random draws, in diffusers' order.
+        let mut rng = TorchGenerator::new(req.seed);
+        let init = image_tensor(image, width, height, device);
+        let nine = self.unet.plan.in_channels == 9;
+        let shape = [n, 4, lh, lw];
+        let (mut latents, image_latents, noise, mask_inputs) = match mask {
+            Some(mask) => {
+                let m = binary_mask(mask, width, height);
+                let keep: Vec<f32> = m.iter().map(|&v| if v < 0.5 { 1.0 } else { 0.0 }).collect();
+                let masked = init.clone() * mask_tensor(&keep, width, height, device);
+                let needs_image_latents = !nine || !strength.is_strength_max;
+                let image_latents = needs_image_latents
+                    .then(|| repeat_batch(self.encode_sample(init, &mut rng), n));
+                let noise = randn(&mut rng, shape, device);
+                let latents = match &image_latents {
+                    Some(s) if !strength.is_strength_max => {
+                        scheduler.add_noise(s, &noise, begin).map_err(sched_err)?
+                    }
+                    _ => noise.clone().mul_scalar(scheduler.init_noise_sigma()),
+                };
+                let masked_latents = repeat_batch(self.encode_sample(masked, &mut rng), n);
+                let lmask = repeat_batch(latent_mask(&m, width, height, f, device), n);
+                (latents, image_latents, noise, Some((lmask, masked_latents)))
+            }
+            None => {
+                let s = repeat_batch(self.encode_sample(init, &mut rng), n);
+                let noise = randn(&mut rng, shape, device);
+                let latents = scheduler.add_noise(&s, &noise, begin).map_err(sched_err)?;
+                (latents, Some(s), noise, None)
+            }
+        };
+        // The UNet's extra channels (9-channel inpainting), doubled for guidance.
+        let extra = match (&mask_inputs, nine) {
+            (Some((m, ml)), true) => {
+                let both = Tensor::cat(vec![m.clone(), ml.clone()], 1);
+                Some(if cfg {
+                    Tensor::cat(vec![both.clone(), both], 0)
+                } else {
+                    both
+                })
+            }
+            _ => None,
+        };
+
+        // Denoising.
+        let total = timesteps.len() - begin;
+        for (k, i) in (begin..timesteps.len()).enumerate() {
+            let t = timesteps[i];
+            let input = if cfg {
+                Tensor::cat(vec![latents.clone(), latents.clone()], 0)
+            } else {
+                latents.clone()
+            };
+            let input = scheduler.scale_model_input(&input, i).map_err(sched_err)?;
+            let input = match &extra {
+                Some(e) => Tensor::cat(vec![input, e.clone()], 1),
+                None => input,
+            };
+            let out = self
+                .unet
+                .forward(input, &[t], &context, added.as_ref())?
+                .cast(FloatDType::F32);
+            let noise_pred = if cfg {
+                let u = out.clone().narrow(0, 0, n);
+                let c = out.narrow(0, n, n);
+                u.clone() + (c - u).mul_scalar(req.guidance_scale)
+            } else {
+                out
+            };
+            let mut draw = || randn(&mut rng, shape, device);
+            latents = scheduler
+                .step(&noise_pred, i, &latents, &mut draw)
+                .map_err(sched_err)?;
+            if let (Some((m, _)), false, Some(s)) = (&mask_inputs, nine, &image_latents) {
+                let proper = if i + 1 < timesteps.len() {
+                    scheduler.add_noise(s, &noise, i + 1).map_err(sched_err)?
+                } else {
+                    s.clone()
+                };
+                latents = Latents::add(
+                    &(proper * (m.clone().neg().add_scalar(1.0))),
+                    &(m.clone() * latents),
+                );
+            }
+            if !on_step(StepProgress { step: k + 1, total }) {
+                return Err(PipelineError::Cancelled);
+            }
+        }
+
+        // Decode.
+        let decoded = self
+            .vae
+            .decode(latents.div_scalar(self.vae.config.scaling_factor as f32))
+            .cast(FloatDType::F32);
+        let data = decoded
+            .into_data_async()
+            .await
+            .map_err(|e| PipelineError::Internal(format!("reading the image back: {e:?}")))?;
+        let values: Vec<f32> = data
+            .try_to_vec::<f32>()
+            .map_err(|e| PipelineError::Internal(format!("reading the image back: {e:?}")))?;
+        Ok(Generated {
+            images: to_images(&values, n, width, height),
+            seed: req.seed,
+            width,
+            height,
+        })
+    }
+
+    /// SDXL's pooled embeddings and time ids for the batch (`None` for SD 1.x/2.x).
+    fn added_conditions(
+        &self,
+        cond: &Conditioning,
+        uncond: Option<&Conditioning>,
+        n: usize,
+        width: u32,
+        height: u32,
+        req: &Request,
+    ) -> Result<Option<AddedConditions>, PipelineError> {
+        let Some(pooled) = &cond.pooled else {
+            return Ok(None);
+        };
+        let (h, w) = (height as f32, width as f32);
+        // original_size + crops_coords_top_left + (target_size | aesthetic score), (h, w) order.
+        let ids = |score: f32| {
+            if self.requires_aesthetics_score {
+                vec![h, w, 0.0, 0.0, score]
+            } else {
+                vec![h, w, 0.0, 0.0, h, w]
+            }
+        };
+        let mut time_ids = Vec::new();
+        let mut embeds = Vec::new();
+        if let Some(u) = uncond {
+            let up = u.pooled.clone().ok_or_else(|| {
+                PipelineError::Internal("negative conditioning without pooled embeddings".into())
+            })?;
+            embeds.push(repeat_batch(up, n));
+            time_ids.extend(std::iter::repeat_n(ids(req.negative_aesthetic_score), n));
+        }
+        embeds.push(repeat_batch(pooled.clone(), n));
+        time_ids.extend(std::iter::repeat_n(ids(req.aesthetic_score), n));
+        Ok(Some(AddedConditions {
+            text_embeds: Tensor::cat(embeds, 0),
+            time_ids,
+        }))
+    }
+}
+
+/// `[uncond × n, cond × n]` (or `cond × n` without guidance), as diffusers batches them.
+fn batch_context(cond: &Conditioning, uncond: Option<&Conditioning>, n: usize) -> Tensor<3> {
+    let c = repeat_batch(cond.embeds.clone(), n);
+    match uncond {
+        Some(u) => Tensor::cat(vec![repeat_batch(u.embeds.clone(), n), c], 0),
+        None => c,
+    }
+}

@@ -1,0 +1,242 @@
+//! Images in and out, as diffusers' `VaeImageProcessor` treats them.
+//!
+//! - Input images become RGB (alpha dropped, grey replicated — PIL's `convert("RGB")`), are resized
+//!   to the generation size when they differ (Lanczos-3; diffusers uses PIL's Lanczos, which is
+//!   the same filter but not bit-identical), and map `u8 → x/255 → 2x − 1` in `[-1, 1]`.
+//! - Masks become grey with PIL's integer luma (`(19595 R + 38470 G + 7471 B + 2¹⁵) >> 16`), are
+//!   resized the same way, then binarized: `x/255 ≥ 0.5` (i.e. `u8 ≥ 128`) repaints (1), the rest
+//!   is kept (0). White repaints, black keeps, as on fal.
+//! - The masked image is `image × (mask < 0.5)`: the repainted region becomes 0, mid-grey.
+//! - The latent mask is the mask sampled at every `scale`-th pixel: `interpolate(mode="nearest")`
+//!   from `(h, w)` to `(h/scale, w/scale)` reads source pixel `i·scale`.
+//! - Output: `(x/2 + 0.5).clamp(0, 1)`, `× 255`, rounded half to even (`numpy.round`), as `u8`.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use image::{DynamicImage, GrayImage, ImageFormat, RgbImage, imageops::FilterType};
+
+use super::PipelineError;
+
+/// Decodes PNG, JPEG or WebP bytes. `field` names the input in errors (`image_url`, `mask_url`).
+pub fn decode(bytes: &[u8], field: &str) -> Result<DynamicImage, PipelineError> {
+    if bytes.is_empty() {
+        return Err(PipelineError::input(field, "the image is empty (0 bytes)"));
+    }
+    let format = image::guess_format(bytes).map_err(|_| {
+        PipelineError::input(
+            field,
+            "not an image this engine decodes (PNG, JPEG or WebP expected)",
+        )
+    })?;
+    image::load_from_memory_with_format(bytes, format).map_err(|e| {
+        PipelineError::input(field, format!("the {format:?} image does not decode: {e}"))
+    })
+}
+
+/// PIL's `convert("RGB")`.
+pub fn to_rgb(image: &DynamicImage) -> RgbImage {
+    image.to_rgb8()
+}
+
+/// PIL's `convert("L")`: ITU-R 601-2 luma in 16-bit fixed point, rounded; alpha ignored.
+pub fn to_luma(image: &DynamicImage) -> GrayImage {
+    match image {
+        DynamicImage::ImageLuma8(g) => g.clone(),
+        other => {
+            let rgb = other.to_rgb8();
+            GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+                let [r, g, b] = rgb.get_pixel(x, y).0;
+                let l = (r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16;
+                image::Luma([l as u8])
+            })
+        }
+    }
+}
+
+fn resize_rgb(image: RgbImage, width: u32, height: u32) -> RgbImage {
+    if image.dimensions() == (width, height) {
+        image
+    } else {
+        image::imageops::resize(&image, width, height, FilterType::Lanczos3)
+    }
+}
+
+fn resize_luma(image: GrayImage, width: u32, height: u32) -> GrayImage {
+    if image.dimensions() == (width, height) {
+        image
+    } else {
+        image::imageops::resize(&image, width, height, FilterType::Lanczos3)
+    }
+}
+
+/// An image in `[-1, 1]`, `[1, 3, height, width]`, resized to the generation size if needed.
+pub fn image_tensor(image: &DynamicImage, width: u32, height: u32, device: &Device) -> Tensor<4> {
+    let rgb = resize_rgb(to_rgb(image), width, height);
+    let (w, h) = (width as usize, height as usize);
+    let mut values = vec![0f32; 3 * w * h];
+    for (i, p) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            values[c * w * h + i] = 2.0 * (p.0[c] as f32 / 255.0) - 1.0;
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [1, 3, h, w]), device)
+}
+
+/// The binarized mask: 1 where the model paints, 0 where the image is kept; `[h][w]` row-major.
+pub fn binary_mask(mask: &DynamicImage, width: u32, height: u32) -> Vec<f32> {
+    let grey = resize_luma(to_luma(mask), width, height);
+    grey.pixels()
+        .map(|p| {
+            if p.0[0] as f32 / 255.0 >= 0.5 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// `[1, 1, h, w]` from a row-major mask.
+pub fn mask_tensor(mask: &[f32], width: u32, height: u32, device: &Device) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(mask.to_vec(), [1, 1, height as usize, width as usize]),
+        device,
+    )
+}
+
+/// The mask at latent resolution: nearest-neighbour, reading pixel `(i·scale, j·scale)`.
+pub fn latent_mask(
+    mask: &[f32],
+    width: u32,
+    height: u32,
+    scale: u32,
+    device: &Device,
+) -> Tensor<4> {
+    let (lw, lh) = ((width / scale) as usize, (height / scale) as usize);
+    let (w, s) = (width as usize, scale as usize);
+    let values: Vec<f32> = (0..lh)
+        .flat_map(|i| (0..lw).map(move |j| mask[i * s * w + j * s]))
+        .collect();
+    Tensor::from_data(TensorData::new(values, [1, 1, lh, lw]), device)
+}
+
+/// Decoded images (`[n, 3, h, w]` in `[-1, 1]`) to 8-bit RGB.
+pub fn to_images(values: &[f32], n: usize, width: u32, height: u32) -> Vec<RgbImage> {
+    let (w, h) = (width as usize, height as usize);
+    (0..n)
+        .map(|k| {
+            let plane = &values[k * 3 * w * h..(k + 1) * 3 * w * h];
+            RgbImage::from_fn(width, height, |x, y| {
+                let i = y as usize * w + x as usize;
+                let px = |c: usize| {
+                    let v = (plane[c * w * h + i] / 2.0 + 0.5).clamp(0.0, 1.0);
+                    (v * 255.0).round_ties_even() as u8
+                };
+                image::Rgb([px(0), px(1), px(2)])
+            })
+        })
+        .collect()
+}
+
+/// Output formats, by fal's `image_format` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Png,
+    Jpeg,
+}
+
+impl OutputFormat {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OutputFormat::Png => "image/png",
+            OutputFormat::Jpeg => "image/jpeg",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Png => "png",
+            OutputFormat::Jpeg => "jpg",
+        }
+    }
+
+    /// From a file name's extension (`.png`, `.jpg`, `.jpeg`).
+    pub fn from_path(path: &str) -> Option<Self> {
+        let ext = path.rsplit_once('.')?.1.to_ascii_lowercase();
+        match ext.as_str() {
+            "png" => Some(OutputFormat::Png),
+            "jpg" | "jpeg" => Some(OutputFormat::Jpeg),
+            _ => None,
+        }
+    }
+}
+
+/// Encodes an image (JPEG at quality 95).
+pub fn encode(image: &RgbImage, format: OutputFormat) -> Result<Vec<u8>, PipelineError> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let result = match format {
+        OutputFormat::Png => image.write_to(&mut out, ImageFormat::Png),
+        OutputFormat::Jpeg => {
+            let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95);
+            enc.encode_image(image)
+        }
+    };
+    result.map_err(|e| PipelineError::Internal(format!("encoding the output image: {e}")))?;
+    Ok(out.into_inner())
+}
+
+/// Peak signal-to-noise ratio of two 8-bit images of one size, in dB (∞ when equal).
+pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    assert_eq!(
+        a.dimensions(),
+        b.dimensions(),
+        "PSNR of images of different sizes"
+    );
+    let n = a.as_raw().len() as f64;
+    let se: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    if se == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255f64.powi(2) / (se / n)).log10()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn luma_is_pils() {
+        // PIL: Image.new("RGB", (1, 1), c).convert("L").getpixel((0, 0))
+        for (rgb, want) in [
+            ([255, 0, 0], 76),
+            ([0, 255, 0], 150),
+            ([0, 0, 255], 29),
+            ([128, 128, 128], 128),
+            ([12, 200, 99], 132),
+        ] {
+            let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(1, 1, image::Rgb(rgb)));
+            assert_eq!(to_luma(&img).get_pixel(0, 0).0[0], want, "{rgb:?}");
+        }
+    }
+
+    #[test]
+    fn masks_binarize_at_half() {
+        let img = DynamicImage::ImageLuma8(GrayImage::from_fn(4, 1, |x, _| {
+            image::Luma([[0, 127, 128, 255][x as usize]])
+        }));
+        assert_eq!(binary_mask(&img, 4, 1), [0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn undecodable_bytes_name_the_field() {
+        let err = decode(b"GIF89a nope", "mask_url").unwrap_err().to_string();
+        assert!(err.contains("mask_url"), "{err}");
+        let err = decode(&[], "image_url").unwrap_err().to_string();
+        assert!(err.contains("image_url") && err.contains("empty"), "{err}");
+    }
+}

@@ -1,0 +1,70 @@
+//! The pipelines users run: image-to-image and inpainting (9-channel inpainting UNets, and
+//! 4-channel models that re-blend the kept region each step), SD 1.x/2.x and SDXL, reproducing
+//! diffusers' pipelines draw for draw.
+
+pub mod generate;
+pub mod image;
+mod latents;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod load;
+pub mod text;
+
+use burn::tensor::Device;
+
+pub use generate::{Generated, Request, StepProgress, Task};
+
+use crate::models::unet::UNet2DConditionModel;
+use crate::models::vae::AutoencoderKL;
+use crate::schedulers::SchedulerConfig;
+use crate::weights::WeightsError;
+use text::TextEncoders;
+
+/// What can go wrong in a generation. `Input` names the request field at fault, so that servers
+/// can answer with a 422 pointing at it.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{field}: {message}")]
+    Input { field: String, message: String },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl PipelineError {
+    pub fn input(field: &str, message: impl Into<String>) -> Self {
+        PipelineError::Input {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A loaded model: text encoder(s), UNet, VAE and scheduler config, on one device.
+pub struct Pipeline {
+    pub device: Device,
+    /// `model_index.json`'s `_class_name` (e.g. `StableDiffusionXLInpaintPipeline`).
+    pub class_name: String,
+    pub text: TextEncoders,
+    pub unet: UNet2DConditionModel,
+    pub vae: AutoencoderKL,
+    pub scheduler_config: SchedulerConfig,
+    /// SDXL refiners condition on an aesthetic score instead of the target size.
+    pub requires_aesthetics_score: bool,
+    /// `unet.sample_size × vae_scale_factor`: the inpainting pipelines' default (width, height).
+    pub default_size: (u32, u32),
+}
+
+impl Pipeline {
+    /// `2^(VAE blocks − 1)`: 8 for every SD/SDXL VAE.
+    pub fn vae_scale_factor(&self) -> u32 {
+        1 << (self.vae.config.block_out_channels.len().max(1) - 1)
+    }
+
+    /// Whether the UNet takes the mask and masked image as extra channels.
+    pub fn is_inpainting_model(&self) -> bool {
+        self.unet.plan.in_channels == 9
+    }
+}

@@ -1,0 +1,129 @@
+#![cfg(not(target_arch = "wasm32"))]
+//! Whole pipelines against diffusers: for every case of tests/fixtures/pipelines/cases.json
+//! (written by make_pipeline_references.py with diffusers' own pipelines), the same model, inputs,
+//! seed and scheduler must give the same images — PSNR ≥ 40 dB — on the CPU backend and on wgpu.
+
+mod common;
+
+use fresco_diffusion::pipeline::image::{decode, psnr};
+use fresco_diffusion::pipeline::load::LoadOptions;
+use fresco_diffusion::pipeline::{Pipeline, Request, Task};
+use fresco_diffusion::weights::hub::{HubOptions, RepoFiles};
+use fresco_diffusion::weights::repo::RepoLocation;
+use fresco_diffusion::weights::store::Precision;
+use serde_json::Value;
+
+const MIN_PSNR: f64 = 40.0;
+
+struct Quiet;
+impl fresco_diffusion::weights::hub::Progress for Quiet {
+    fn start(&self, _: &str, _: Option<u64>) {}
+    fn advance(&self, _: &str, _: u64, _: Option<u64>) {}
+    fn finish(&self, _: &str, _: u64) {}
+}
+
+fn cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(common::fixture("pipelines/cases.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["cases"].as_array().unwrap().clone()
+}
+
+fn image(rel: &str) -> image::DynamicImage {
+    decode(
+        &std::fs::read(common::fixture(&format!("pipelines/{rel}"))).unwrap(),
+        rel,
+    )
+    .unwrap()
+}
+
+async fn load(model: &str, device: &burn::tensor::Device) -> Pipeline {
+    let files = RepoFiles::new(
+        RepoLocation::Dir(common::fixture(model)),
+        HubOptions::from_env(),
+        Box::new(Quiet),
+    )
+    .unwrap();
+    let options = LoadOptions {
+        precision: Some(Precision::F32),
+        variant: None,
+    };
+    Pipeline::load(&files, device, &options, &mut |_| {})
+        .await
+        .unwrap()
+}
+
+fn request(case: &Value) -> Request {
+    let args = &case["args"];
+    let mut req = Request::new(
+        args["prompt"].as_str().unwrap(),
+        case["seed"].as_u64().unwrap(),
+    );
+    req.negative_prompt = args["negative_prompt"].as_str().map(str::to_owned);
+    req.num_inference_steps = args["num_inference_steps"].as_u64().unwrap() as usize;
+    req.guidance_scale = args["guidance_scale"].as_f64().unwrap() as f32;
+    req.strength = args["strength"].as_f64();
+    req.num_images = args["num_images_per_prompt"].as_u64().unwrap_or(1) as usize;
+    req.scheduler = case["scheduler"].as_str().map(str::to_owned);
+    req
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pipeline_case_paints_what_diffusers_paints() {
+    let cases = cases();
+    assert!(cases.len() >= 10, "the fixture lists every case");
+    let mut failures = Vec::new();
+    for (device_name, device) in common::devices() {
+        let mut loaded: Option<(String, Pipeline)> = None;
+        for case in &cases {
+            let model = case["model"].as_str().unwrap();
+            if loaded.as_ref().is_none_or(|(m, _)| m != model) {
+                loaded = Some((model.to_owned(), load(model, &device).await));
+            }
+            let pipe = &loaded.as_ref().unwrap().1;
+            let inputs = &case["inputs"];
+            let img = image(inputs["image"].as_str().unwrap());
+            let mask = inputs["mask_image"].as_str().map(image);
+            let task = match &mask {
+                Some(m) => Task::Inpaint {
+                    image: &img,
+                    mask: m,
+                },
+                None => Task::ImageToImage { image: &img },
+            };
+            let req = request(case);
+            let mut steps = Vec::new();
+            let out = pipe
+                .generate(task, &req, &mut |p| {
+                    steps.push(p);
+                    true
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", case["name"]));
+            let want: Vec<String> = case["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o.as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(out.images.len(), want.len(), "{}", case["name"]);
+            assert!(
+                !steps.is_empty() && steps.last().unwrap().step == steps.last().unwrap().total,
+                "progress reported to the last step"
+            );
+            for (got, file) in out.images.iter().zip(&want) {
+                let reference = image(file).to_rgb8();
+                let p = psnr(got, &reference);
+                println!("{device_name} {}: PSNR {p:.1} dB", case["name"]);
+                if p < MIN_PSNR {
+                    failures.push(format!("{device_name} {file}: {p:.1} dB"));
+                    let _ =
+                        got.save(std::env::temp_dir().join(format!("fresco-{device_name}-{file}")));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "below {MIN_PSNR} dB (ours saved in the temp dir): {failures:#?}"
+    );
+}
