@@ -69,6 +69,21 @@ pub struct GenerateArgs {
     /// The weight variant to prefer, e.g. fp16 (`*.fp16.safetensors`).
     #[arg(long)]
     variant: Option<String>,
+    /// Parse `(text:1.3)`, `(text)`, `[text]` and `BREAK` in the prompts and lift the 77-token
+    /// limit (fal's `prompt_weighting`).
+    #[arg(long)]
+    prompt_weighting: bool,
+    /// Inpainting, opt-in (off = diffusers' output): paste the result over the original outside
+    /// the mask, so the kept region is exactly the input.
+    #[arg(long)]
+    composite: bool,
+    /// Inpainting, opt-in: grow the mask to whole 8-pixel latent cells plus N latent pixels
+    /// (no seams where a mask edge cuts a cell).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "1")]
+    align_mask: Option<u32>,
+    /// Inpainting with --composite: blur the compositing mask's edge by this radius (pixels).
+    #[arg(long, default_value_t = 0)]
+    mask_blur: u32,
     /// Where to write the image: .png, .jpg or .jpeg. With --num-images N > 1: name-0.png …
     #[arg(long)]
     out: PathBuf,
@@ -106,6 +121,24 @@ fn read_image(path: &Path, what: &str) -> anyhow::Result<image::DynamicImage> {
     decode(&bytes, what).with_context(|| format!("{}", path.display()))
 }
 
+/// The Burn device and precision for `--device` and `--f16`.
+pub fn device(device: DeviceArg, f16: bool) -> anyhow::Result<(Device, Precision)> {
+    Ok(match (device, f16) {
+        #[allow(deprecated)] // the ndarray device is the CPU reference backend
+        (DeviceArg::Cpu, false) => (Device::ndarray(), Precision::F32),
+        (DeviceArg::Cpu, true) => {
+            bail!("--f16 needs --device wgpu (the CPU backend computes in f32)")
+        }
+        (DeviceArg::Wgpu, f16) => {
+            let device = Device::wgpu(DeviceKind::DefaultDevice);
+            if f16 && !device.supports_dtype(burn::tensor::FloatDType::F16) {
+                bail!("--f16: this wgpu adapter has no shader-f16");
+            }
+            (device, if f16 { Precision::F16 } else { Precision::F32 })
+        }
+    })
+}
+
 pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()> {
     let format = OutputFormat::from_path(&args.out.to_string_lossy()).with_context(|| {
         format!(
@@ -119,20 +152,7 @@ pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()
         .as_deref()
         .map(|m| read_image(m, "--mask"))
         .transpose()?;
-    let (device, precision) = match (args.device, args.f16) {
-        #[allow(deprecated)] // the ndarray device is the CPU reference backend
-        (DeviceArg::Cpu, false) => (Device::ndarray(), Precision::F32),
-        (DeviceArg::Cpu, true) => {
-            bail!("--f16 needs --device wgpu (the CPU backend computes in f32)")
-        }
-        (DeviceArg::Wgpu, f16) => {
-            let device = Device::wgpu(DeviceKind::DefaultDevice);
-            if f16 && !device.supports_dtype(burn::tensor::FloatDType::F16) {
-                bail!("--f16: this wgpu adapter has no shader-f16");
-            }
-            (device, if f16 { Precision::F16 } else { Precision::F32 })
-        }
-    };
+    let (device, precision) = device(args.device, args.f16)?;
     let seed = args.seed.unwrap_or_else(random_seed);
 
     let started = Instant::now();
@@ -163,6 +183,19 @@ pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()
     req.scheduler = args.scheduler;
     req.num_images = args.num_images;
     req.size = args.size;
+    req.prompt_weighting = args.prompt_weighting;
+    if mask.is_none() && (args.composite || args.align_mask.is_some() || args.mask_blur > 0) {
+        bail!("--composite, --align-mask and --mask-blur are for inpainting (fresco inpaint)");
+    }
+    if args.mask_blur > 0 && !args.composite {
+        bail!("--mask-blur softens the compositing edge: use it with --composite");
+    }
+    req.mask_options = fresco_diffusion::pipeline::image::MaskOptions {
+        composite: args.composite,
+        align: args.align_mask.is_some(),
+        align_grow: args.align_mask.unwrap_or(0),
+        blur: args.mask_blur,
+    };
     let task = match &mask {
         Some(m) => Task::Inpaint {
             image: &image,
@@ -174,7 +207,7 @@ pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()
     let started = Instant::now();
     let mut last = Instant::now();
     let out = pipe
-        .generate(task, &req, &mut |p| {
+        .generate(task, &req, &mut |p, _| {
             let now = Instant::now();
             eprint!(
                 "\rstep {}/{} ({:.2} s/step)   ",

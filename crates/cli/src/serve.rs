@@ -19,6 +19,13 @@ enum Storage {
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// Where fal-ai/inpaint runs: Burn's ndarray backend on the CPU, or wgpu (Vulkan, Metal,
+    /// DX12).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: crate::generate::DeviceArg,
+    /// Weights and maths in f16 on wgpu adapters with shader-f16.
+    #[arg(long)]
+    f16: bool,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
@@ -98,6 +105,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None if fal_key.is_some() => StorageMode::Fal,
         None => StorageMode::Local,
     };
+    let (args_device, args_f16) = (args.device, args.f16);
     let mut config = Config::new(&args.data_dir);
     config.listen = SocketAddr::new(args.host, args.port);
     config.database = args.database;
@@ -136,7 +144,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "not set (only local endpoints and storage)"
         },
     );
-    let server = fresco_server::start(config, Registry::builtin())
+    let (device, precision) = crate::generate::device(args_device, args_f16)?;
+    let mut registry = Registry::builtin();
+    registry.register_engine(std::sync::Arc::new(
+        fresco_server::endpoints::inpaint::Engine::new(device, Some(precision))
+            .map_err(|e| anyhow::anyhow!("the engine: {e}"))?,
+    ));
+    let server = fresco_server::start(config, registry)
         .await
         .context("could not start the server")?;
     // Scripts (and the tests) read this line to learn the port.

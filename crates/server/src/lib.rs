@@ -108,12 +108,18 @@ pub async fn start(config: Config, registry: Registry) -> Result<Server, StartEr
         source,
     })?;
     let db = db::Db::open(&config.database_path())?;
-    let queue = queue::Queue::open(db.clone(), registry, config.max_attempts).await?;
     let storage = storage::Storage::open(db.clone(), &config.data_dir, config.max_file_bytes)
         .map_err(|source| StartError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
         })?;
+    let queue = queue::Queue::open(
+        db.clone(),
+        registry,
+        config.max_attempts,
+        Some(storage.clone()),
+    )
+    .await?;
     let http = http_client()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

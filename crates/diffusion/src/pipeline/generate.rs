@@ -21,7 +21,10 @@
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use image::{DynamicImage, RgbImage};
 
-use super::image::{binary_mask, image_tensor, latent_mask, mask_tensor, to_images};
+use super::image::{
+    MaskOptions, aligned_mask, binary_mask, blur_mask, composite, image_tensor, latent_mask,
+    mask_tensor, to_images, to_rgb,
+};
 use super::text::Conditioning;
 use super::{Pipeline, PipelineError};
 use crate::models::unet::AddedConditions;
@@ -65,6 +68,13 @@ pub struct Request {
     /// SDXL models with `requires_aesthetics_score` (refiners).
     pub aesthetic_score: f32,
     pub negative_aesthetic_score: f32,
+    /// Overrides the scheduler config's `prediction_type` (`"epsilon"`, `"v_prediction"`), as
+    /// fal's `prediction_type` field does.
+    pub prediction_type: Option<String>,
+    /// Parse `(text:1.3)`-style weights and lift the 77-token limit (fal's `prompt_weighting`).
+    pub prompt_weighting: bool,
+    /// Opt-in inpainting improvements (compositing, grid-aligned mask, blur); off by default.
+    pub mask_options: MaskOptions,
 }
 
 impl Request {
@@ -83,6 +93,9 @@ impl Request {
             size: None,
             aesthetic_score: 6.0,
             negative_aesthetic_score: 2.5,
+            mask_options: MaskOptions::default(),
+            prompt_weighting: false,
+            prediction_type: None,
         }
     }
 }
@@ -210,13 +223,14 @@ impl Pipeline {
         Ok((w, h))
     }
 
-    /// Runs a generation. `on_step` is called after every denoising step; returning `false`
-    /// cancels (the result is then [`PipelineError::Cancelled`]).
+    /// Runs a generation. `on_step` is called after every denoising step with the latents as
+    /// they are then (`[num_images, 4, h/f, w/f]`, what diffusers' `callback_on_step_end` sees);
+    /// returning `false` cancels (the result is then [`PipelineError::Cancelled`]).
     pub async fn generate(
         &self,
         task: Task<'_>,
         req: &Request,
-        on_step: &mut dyn FnMut(StepProgress) -> bool,
+        on_step: &mut dyn FnMut(StepProgress, &Tensor<4>) -> bool,
     ) -> Result<Generated, PipelineError> {
         let (image, mask) = match task {
             Task::ImageToImage { image } => (image, None),
@@ -232,24 +246,18 @@ impl Pipeline {
         let cfg = req.guidance_scale > 1.0;
 
         // Text.
-        let cond = self
-            .text
-            .encode_prompt(&req.prompt, req.clip_skip, device)?;
-        let uncond = if cfg {
-            Some(
-                self.text
-                    .encode_negative(req.negative_prompt.as_deref(), &cond, device)?,
-            )
-        } else {
-            None
-        };
+        let (cond, uncond) = self.conditioning(req, cfg)?;
         let context = batch_context(&cond, uncond.as_ref(), n);
         let added = self.added_conditions(&cond, uncond.as_ref(), n, width, height, req)?;
 
         // Schedule.
+        let mut config = self.scheduler_config.clone();
+        if let Some(p) = &req.prediction_type {
+            config.prediction_type = Some(p.clone());
+        }
         let mut scheduler: Scheduler<Tensor<4>> = match &req.scheduler {
-            Some(name) => Scheduler::from_fal_name(name, &self.scheduler_config),
-            None => Scheduler::from_config(&self.scheduler_config),
+            Some(name) => Scheduler::from_fal_name(name, &config),
+            None => Scheduler::from_config(&config),
         }
         .map_err(sched_err)?;
         scheduler.set_eta(req.eta);
@@ -269,12 +277,20 @@ impl Pipeline {
 
         // Inputs and the random draws, in diffusers' order.
         let mut rng = TorchGenerator::new(req.seed);
+        let mut composite_mask: Option<Vec<f32>> = None;
         let init = image_tensor(image, width, height, device);
         let nine = self.unet.plan.in_channels == 9;
         let shape = [n, 4, lh, lw];
         let (mut latents, image_latents, noise, mask_inputs) = match mask {
             Some(mask) => {
-                let m = binary_mask(mask, width, height);
+                let mut m = binary_mask(mask, width, height);
+                let mut cells = None;
+                if req.mask_options.align {
+                    let (c, full) = aligned_mask(&m, width, height, f, req.mask_options.align_grow);
+                    m = full;
+                    cells = Some(c);
+                }
+                composite_mask = Some(m.clone());
                 let keep: Vec<f32> = m.iter().map(|&v| if v < 0.5 { 1.0 } else { 0.0 }).collect();
                 let masked = init.clone() * mask_tensor(&keep, width, height, device);
                 let needs_image_latents = !nine || !strength.is_strength_max;
@@ -288,7 +304,11 @@ impl Pipeline {
                     _ => noise.clone().mul_scalar(scheduler.init_noise_sigma()),
                 };
                 let masked_latents = repeat_batch(self.encode_sample(masked, &mut rng), n);
-                let lmask = repeat_batch(latent_mask(&m, width, height, f, device), n);
+                let lmask = match cells {
+                    Some(c) => mask_tensor(&c, width / f, height / f, device),
+                    None => latent_mask(&m, width, height, f, device),
+                };
+                let lmask = repeat_batch(lmask, n);
                 (latents, image_latents, noise, Some((lmask, masked_latents)))
             }
             None => {
@@ -351,7 +371,7 @@ impl Pipeline {
                     &(m.clone() * latents),
                 );
             }
-            if !on_step(StepProgress { step: k + 1, total }) {
+            if !on_step(StepProgress { step: k + 1, total }, &latents) {
                 return Err(PipelineError::Cancelled);
             }
         }
@@ -368,12 +388,71 @@ impl Pipeline {
         let values: Vec<f32> = data
             .try_to_vec::<f32>()
             .map_err(|e| PipelineError::Internal(format!("reading the image back: {e:?}")))?;
+        let mut images = to_images(&values, n, width, height);
+        if let (true, Some(m)) = (req.mask_options.composite, &composite_mask) {
+            let m = blur_mask(m, width, height, req.mask_options.blur);
+            let original = to_rgb(image);
+            let original = if original.dimensions() == (width, height) {
+                original
+            } else {
+                ::image::imageops::resize(
+                    &original,
+                    width,
+                    height,
+                    ::image::imageops::FilterType::Lanczos3,
+                )
+            };
+            for img in &mut images {
+                *img = composite(&original, img, &m);
+            }
+        }
         Ok(Generated {
-            images: to_images(&values, n, width, height),
+            images,
             seed: req.seed,
             width,
             height,
         })
+    }
+
+    /// The prompt's and (with guidance) the negative prompt's conditioning.
+    fn conditioning(
+        &self,
+        req: &Request,
+        cfg: bool,
+    ) -> Result<(Conditioning, Option<Conditioning>), PipelineError> {
+        let device = &self.device;
+        let negative = req.negative_prompt.as_deref();
+        if !req.prompt_weighting {
+            let cond = self
+                .text
+                .encode_prompt(&req.prompt, req.clip_skip, device)?;
+            let uncond = cfg
+                .then(|| self.text.encode_negative(negative, &cond, device))
+                .transpose()?;
+            return Ok((cond, uncond));
+        }
+        let cond = self
+            .text
+            .encode_prompt_weighted(&req.prompt, req.clip_skip, 0, device)?;
+        if !cfg {
+            return Ok((cond, None));
+        }
+        let uncond = self
+            .text
+            .encode_negative_weighted(negative, &cond, device)?;
+        // A negative prompt longer than the prompt: the prompt gets empty chunks to match.
+        let (n_cond, n_uncond) = (cond.embeds.dims()[1], uncond.embeds.dims()[1]);
+        let cond = if n_uncond > n_cond {
+            self.text.encode_prompt_weighted(
+                &req.prompt,
+                req.clip_skip,
+                n_uncond / crate::tokenizer::CLIP_CONTEXT_LENGTH,
+                device,
+            )?
+        } else {
+            cond
+        };
+        Ok((cond, Some(uncond)))
     }
 
     /// SDXL's pooled embeddings and time ids for the batch (`None` for SD 1.x/2.x).

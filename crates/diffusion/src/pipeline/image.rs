@@ -119,6 +119,110 @@ pub fn latent_mask(
     Tensor::from_data(TensorData::new(values, [1, 1, lh, lw]), device)
 }
 
+/// The mask grown to whole latent cells (opt-in, [`MaskOptions::align`]): a latent pixel is
+/// repainted if any pixel of its `scale × scale` cell is (max pooling, where diffusers samples one
+/// pixel per cell), then grown by `grow` latent pixels in the 8 directions. Answers the latent mask
+/// (row-major, `h/scale × w/scale`) and the same mask at full resolution, so the masked image
+/// hides exactly what the latent mask repaints — no seam where a mask edge cuts a cell.
+pub fn aligned_mask(
+    mask: &[f32],
+    width: u32,
+    height: u32,
+    scale: u32,
+    grow: u32,
+) -> (Vec<f32>, Vec<f32>) {
+    let (w, h, s) = (width as usize, height as usize, scale as usize);
+    let (lw, lh) = (w / s, h / s);
+    let mut cells = vec![0f32; lw * lh];
+    for y in 0..lh * s {
+        for x in 0..lw * s {
+            if mask[y * w + x] > 0.5 {
+                cells[(y / s) * lw + x / s] = 1.0;
+            }
+        }
+    }
+    for _ in 0..grow {
+        let prev = cells.clone();
+        for y in 0..lh {
+            for x in 0..lw {
+                let near = (y.saturating_sub(1)..=(y + 1).min(lh - 1)).any(|yy| {
+                    (x.saturating_sub(1)..=(x + 1).min(lw - 1)).any(|xx| prev[yy * lw + xx] > 0.5)
+                });
+                if near {
+                    cells[y * lw + x] = 1.0;
+                }
+            }
+        }
+    }
+    let full: Vec<f32> = (0..h)
+        .flat_map(|y| {
+            let cells = &cells;
+            (0..w).map(move |x| cells[((y / s).min(lh - 1)) * lw + (x / s).min(lw - 1)])
+        })
+        .collect();
+    (cells, full)
+}
+
+/// A separable Gaussian blur of a row-major mask (σ = radius / 2, kernel ±radius), for soft
+/// compositing edges.
+pub fn blur_mask(mask: &[f32], width: u32, height: u32, radius: u32) -> Vec<f32> {
+    if radius == 0 {
+        return mask.to_vec();
+    }
+    let (w, h, r) = (width as usize, height as usize, radius as i64);
+    let sigma = radius as f32 / 2.0;
+    let kernel: Vec<f32> = (-r..=r)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let total: f32 = kernel.iter().sum();
+    let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
+    let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
+        let mut out = vec![0f32; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = 0.0;
+                for (k, weight) in kernel.iter().enumerate() {
+                    let d = k as i64 - r;
+                    let (xx, yy) = if horizontal {
+                        ((x as i64 + d).clamp(0, w as i64 - 1) as usize, y)
+                    } else {
+                        (x, (y as i64 + d).clamp(0, h as i64 - 1) as usize)
+                    };
+                    acc += weight * src[yy * w + xx];
+                }
+                out[y * w + x] = acc;
+            }
+        }
+        out
+    };
+    pass(&pass(mask, true), false)
+}
+
+/// `original · (1 − m) + generated · m` per pixel, rounded: the kept region exactly as it was
+/// (opt-in, [`MaskOptions::composite`]; the VAE round trip otherwise shifts it slightly).
+pub fn composite(original: &RgbImage, generated: &RgbImage, mask: &[f32]) -> RgbImage {
+    RgbImage::from_fn(generated.width(), generated.height(), |x, y| {
+        let m = mask[(y * generated.width() + x) as usize].clamp(0.0, 1.0);
+        let (o, g) = (original.get_pixel(x, y).0, generated.get_pixel(x, y).0);
+        image::Rgb(std::array::from_fn(|c| {
+            (o[c] as f32 * (1.0 - m) + g[c] as f32 * m).round() as u8
+        }))
+    })
+}
+
+/// Opt-in improvements over diffusers' inpainting, all off by default so that defaults give
+/// diffusers' images.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MaskOptions {
+    /// Paste the result over the original outside the mask.
+    pub composite: bool,
+    /// Grow the mask to whole latent cells plus `align_grow` latent pixels.
+    pub align: bool,
+    pub align_grow: u32,
+    /// Blur radius (pixels) of the compositing mask's edge.
+    pub blur: u32,
+}
+
 /// Decoded images (`[n, 3, h, w]` in `[-1, 1]`) to 8-bit RGB.
 pub fn to_images(values: &[f32], n: usize, width: u32, height: u32) -> Vec<RgbImage> {
     let (w, h) = (width as usize, height as usize);
@@ -230,6 +334,37 @@ mod tests {
             image::Luma([[0, 127, 128, 255][x as usize]])
         }));
         assert_eq!(binary_mask(&img, 4, 1), [0.0, 0.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn aligned_masks_cover_whole_cells_and_grow() {
+        // 8×8 image, scale 4 → 2×2 latent; one repainted pixel in the top-left cell.
+        let mut m = vec![0f32; 64];
+        m[8 + 1] = 1.0;
+        let (cells, full) = aligned_mask(&m, 8, 8, 4, 0);
+        assert_eq!(cells, [1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(full.iter().filter(|&&v| v > 0.5).count(), 16);
+        let (cells, _) = aligned_mask(&m, 8, 8, 4, 1);
+        assert_eq!(cells, [1.0; 4]);
+    }
+
+    #[test]
+    fn blur_keeps_mass_and_softens_edges() {
+        let m: Vec<f32> = (0..100)
+            .map(|i| if i % 10 < 5 { 0.0 } else { 1.0 })
+            .collect();
+        let b = blur_mask(&m, 10, 10, 2);
+        assert!(
+            b[4] > 0.0 && b[4] < 0.5 && b[5] > 0.5 && b[5] < 1.0,
+            "{:?}",
+            &b[..10]
+        );
+        assert!((b.iter().sum::<f32>() - 50.0).abs() < 1e-3);
+        let original = RgbImage::from_pixel(2, 1, image::Rgb([0, 0, 0]));
+        let generated = RgbImage::from_pixel(2, 1, image::Rgb([200, 100, 50]));
+        let c = composite(&original, &generated, &[0.0, 0.5]);
+        assert_eq!(c.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(c.get_pixel(1, 0).0, [100, 50, 25]);
     }
 
     #[test]

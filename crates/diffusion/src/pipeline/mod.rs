@@ -7,6 +7,7 @@ pub mod image;
 mod latents;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod load;
+pub mod prompt;
 pub mod text;
 
 use burn::tensor::Device;

@@ -1,6 +1,7 @@
 //! The schemas of the endpoints this project serves (../shared/reference/endpoints.md).
 
 pub mod inpaint;
+pub mod lora;
 
 use serde::{Deserialize, Serialize};
 

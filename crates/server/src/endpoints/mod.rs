@@ -3,6 +3,8 @@
 //! run path and the proxy all reach the same handlers.
 
 pub mod echo;
+pub mod inpaint;
+pub mod lora;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,10 +13,13 @@ use axum::http::StatusCode;
 use fresco_protocol::EndpointId;
 use fresco_protocol::error::{ErrorBody, ValidationErrorBody, error_type};
 use fresco_protocol::queue::LogLevel;
+use fresco_protocol::storage::ObjectLifecycle;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::storage::Storage;
 
 /// How a handler fails: the HTTP status and body the result replays (fal-api.md §8.4).
 #[derive(Debug, Clone)]
@@ -93,6 +98,14 @@ pub struct JobContext {
     pub endpoint: EndpointId,
     logs: mpsc::UnboundedSender<(LogLevel, String)>,
     cancel: CancellationToken,
+    outputs: Option<Outputs>,
+}
+
+/// Where a request's output files go: the server's storage, under the URL the client used.
+struct Outputs {
+    storage: Storage,
+    base_url: String,
+    lifecycle: Option<ObjectLifecycle>,
 }
 
 impl JobContext {
@@ -107,7 +120,47 @@ impl JobContext {
             endpoint,
             logs,
             cancel,
+            outputs: None,
         }
+    }
+
+    /// Lets the handler store output files (see [`JobContext::save_output`]).
+    pub fn with_outputs(
+        mut self,
+        storage: Storage,
+        base_url: String,
+        lifecycle: Option<ObjectLifecycle>,
+    ) -> Self {
+        self.outputs = Some(Outputs {
+            storage,
+            base_url,
+            lifecycle,
+        });
+        self
+    }
+
+    /// Stores an output file and answers its URL (kept as long as the request's
+    /// `x-fal-object-lifecycle-preference` says, forever without one).
+    pub async fn save_output(
+        &self,
+        file_name: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, JobError> {
+        let out = self
+            .outputs
+            .as_ref()
+            .ok_or_else(|| JobError::internal("this server has no storage for outputs"))?;
+        out.storage
+            .save(
+                &out.base_url,
+                file_name,
+                content_type,
+                bytes,
+                out.lifecycle.clone(),
+            )
+            .await
+            .map_err(|e| JobError::internal(format!("storing the output: {e:?}")))
     }
 
     /// Adds a line to the request's logs (seen by `status?logs=1` and the status stream at once).
@@ -147,6 +200,19 @@ impl Registry {
         let mut r = Registry::default();
         r.register(echo::ENDPOINT_ID, echo::Echo);
         r
+    }
+
+    /// Registers the endpoints that run on the engine (`fal-ai/inpaint`,
+    /// `fal-ai/lora/image-to-image`, `fal-ai/lora/inpaint`), sharing `engine`.
+    pub fn register_engine(&mut self, engine: Arc<inpaint::Engine>) {
+        use fresco_protocol::endpoints::inpaint as fal_inpaint;
+        self.register(
+            fal_inpaint::ENDPOINT_ID,
+            inpaint::Inpaint {
+                engine: engine.clone(),
+            },
+        );
+        self.register(lora::APP_ID, lora::Lora { engine });
     }
 
     /// Registers `endpoint` under `app_id` (e.g. `fal-ai/inpaint`); sub-paths reach it too.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, DbError, timestamp};
 use crate::endpoints::{JobContext, JobError, Registry};
+use crate::storage::Storage;
 pub use store::{CancelEffect, NewRequest, Outcome};
 
 /// A change that may alter some request's status: its id.
@@ -33,6 +34,8 @@ struct Inner {
     /// Cancel tokens of running requests.
     running: Mutex<HashMap<String, CancellationToken>>,
     max_attempts: u32,
+    /// Where endpoints store their output files.
+    storage: Option<Storage>,
 }
 
 /// A handle to the queue; cheap to clone.
@@ -44,7 +47,12 @@ pub struct Queue {
 impl Queue {
     /// Opens the queue over `db`: requests a crash left running are requeued (or failed when
     /// they have had all their attempts).
-    pub async fn open(db: Db, registry: Registry, max_attempts: u32) -> Result<Self, DbError> {
+    pub async fn open(
+        db: Db,
+        registry: Registry,
+        max_attempts: u32,
+        storage: Option<Storage>,
+    ) -> Result<Self, DbError> {
         let (requeued, failed) = db.call(move |c| store::recover(c, max_attempts)).await?;
         for id in &requeued {
             let id = id.clone();
@@ -77,6 +85,7 @@ impl Queue {
                 updates,
                 running: Mutex::new(HashMap::new()),
                 max_attempts,
+                storage,
             }),
         })
     }
@@ -256,7 +265,14 @@ impl Queue {
         ) {
             (Ok(endpoint), Some(handler)) => {
                 let input = serde_json::from_slice(&job.input).unwrap_or(serde_json::Value::Null);
-                let ctx = JobContext::new(id.clone(), endpoint, log_tx, token.clone());
+                let mut ctx = JobContext::new(id.clone(), endpoint, log_tx, token.clone());
+                if let Some(storage) = &self.inner.storage {
+                    let lifecycle = job
+                        .lifecycle
+                        .as_deref()
+                        .and_then(|l| serde_json::from_str(l).ok());
+                    ctx = ctx.with_outputs(storage.clone(), job.base_url.clone(), lifecycle);
+                }
                 match AssertUnwindSafe(handler.run(input, ctx))
                     .catch_unwind()
                     .await

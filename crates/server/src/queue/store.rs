@@ -37,6 +37,10 @@ pub struct ClaimedRequest {
     pub input: Vec<u8>,
     pub attempt: u32,
     pub log_count: u64,
+    /// The server's URL as the client reached it (outputs are stored under it).
+    pub base_url: String,
+    /// `x-fal-object-lifecycle-preference`, as sent.
+    pub lifecycle: Option<String>,
 }
 
 /// How a request ended: the HTTP answer its result replays.
@@ -264,8 +268,8 @@ pub fn claim_next(conn: &mut Connection) -> rusqlite::Result<Option<ClaimedReque
     let tx = conn.transaction()?;
     let next = tx
         .query_row(
-            "SELECT id, endpoint, app, input, attempts FROM requests WHERE state = 'IN_QUEUE'
-             ORDER BY priority, seq LIMIT 1",
+            "SELECT id, endpoint, app, input, attempts, base_url, lifecycle FROM requests
+             WHERE state = 'IN_QUEUE' ORDER BY priority, seq LIMIT 1",
             [],
             |r| {
                 Ok(ClaimedRequest {
@@ -275,6 +279,8 @@ pub fn claim_next(conn: &mut Connection) -> rusqlite::Result<Option<ClaimedReque
                     input: r.get(3)?,
                     attempt: r.get::<_, i64>(4)? as u32 + 1,
                     log_count: 0,
+                    base_url: r.get(5)?,
+                    lifecycle: r.get(6)?,
                 })
             },
         )

@@ -321,6 +321,49 @@ impl Storage {
         Ok(())
     }
 
+    /// Stores bytes the server made (an endpoint's output) and answers their URL under
+    /// `base_url`, as an upload would have.
+    pub async fn save(
+        &self,
+        base_url: &str,
+        file_name: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+        lifecycle: Option<ObjectLifecycle>,
+    ) -> Result<String, RouteError> {
+        let file_name = sanitize_file_name(file_name, content_type);
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let expires_at = lifecycle
+            .and_then(|l| l.expiration_duration_seconds)
+            .map(|s| now() + s as f64);
+        let (k, t, f, c) = (
+            key.clone(),
+            token,
+            file_name.clone(),
+            content_type.to_owned(),
+        );
+        self.db
+            .call(move |conn| {
+                conn.execute(
+                    "INSERT INTO files (key, upload_token, file_name, content_type, multipart, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+                    params![k, t, f, c, now(), expires_at],
+                )
+            })
+            .await?;
+        let tmp = self.uploads.join(format!("{key}.tmp"));
+        let size = bytes.len() as u64;
+        tokio::fs::write(&tmp, bytes)
+            .await
+            .map_err(RouteError::internal)?;
+        self.finish(&key, &tmp, size).await?;
+        Ok(format!(
+            "{base_url}/files/{key}/{}",
+            encode_segment(&file_name)
+        ))
+    }
+
     /// A complete, unexpired file by key and name.
     pub async fn get(&self, key: &str, name: &str) -> Result<Option<StoredFile>, RouteError> {
         let k = key.to_owned();
