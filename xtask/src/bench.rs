@@ -246,6 +246,7 @@ pub fn engine(ctx: &Ctx, sizes: &str, runs: usize) -> Result {
     println!("{header}");
     println!("|{}", "---|".repeat(header.matches('|').count() - 1));
     let mut sizes_seen: Vec<usize> = rows.iter().map(|r| r.2).collect();
+    sizes_seen.sort_unstable();
     sizes_seen.dedup();
     for size in sizes_seen {
         let ms = |d: &str, p: &str| {

@@ -185,6 +185,16 @@ impl Drop for Service {
 
 /// A minimal HTTP GET over a plain TCP socket (xtask has no dependencies): status and body.
 pub fn http_get(url: &str) -> Result<(u16, String)> {
+    http_request("GET", url, None, Duration::from_secs(10))
+}
+
+/// A minimal HTTP/1.1 request with an optional JSON body: status and body.
+pub fn http_request(
+    method: &str,
+    url: &str,
+    json: Option<&str>,
+    timeout: Duration,
+) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url
         .strip_prefix("http://")
@@ -196,11 +206,20 @@ pub fn http_get(url: &str) -> Result<(u16, String)> {
     let mut stream =
         std::net::TcpStream::connect(host).map_err(|e| format!("cannot connect to {host}: {e}"))?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
+    let body = json.unwrap_or("");
+    let headers = if json.is_some() {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    } else {
+        String::new()
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n{body}"
     )
     .map_err(|e| e.to_string())?;
     let mut response = String::new();
@@ -217,4 +236,39 @@ pub fn http_get(url: &str) -> Result<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Standard base64 (for `data:` URIs).
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_of_rfc4648() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(super::base64(i.as_bytes()), o);
+        }
+    }
 }

@@ -10,7 +10,7 @@ use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 
 use super::WeightsError;
 use super::convert::{to_f16, to_f32};
-use super::safetensors::{SafetensorsStream, TensorBytes};
+use super::safetensors::{Dtype, SafetensorsStream, TensorBytes};
 
 /// How many bytes are read from a source at a time.
 pub const READ_CHUNK: usize = 1 << 20;
@@ -184,7 +184,7 @@ impl Weights {
 
     /// Converts one tensor to the device's float type and uploads it.
     pub fn insert(&mut self, t: TensorBytes, file: &str) -> Result<(), WeightsError> {
-        if t.info.dtype == super::safetensors::Dtype::I64 {
+        if t.info.dtype == Dtype::I64 {
             return Err(WeightsError::UnsupportedDtype {
                 file: file.to_owned(),
                 tensor: t.info.name,
@@ -193,11 +193,22 @@ impl Weights {
         }
         let shape = t.info.shape.clone();
         let numel = t.info.numel();
-        let data = match self.precision {
-            Precision::F32 => TensorData::new(to_f32(&t.bytes, t.info.dtype), [numel]),
-            Precision::F16 => TensorData::new(to_f16(&t.bytes, t.info.dtype), [numel]),
+        let same = matches!(
+            (t.info.dtype, self.precision),
+            (Dtype::F32, Precision::F32) | (Dtype::F16, Precision::F16)
+        );
+        // Already in the store's type: the file's bytes become the tensor's (little-endian, as
+        // safetensors and every backend store them) without a converted copy beside them.
+        let data = if same {
+            TensorData::from_bytes_vec(t.bytes, [numel], self.precision.dtype())
+        } else {
+            let data = match self.precision {
+                Precision::F32 => TensorData::new(to_f32(&t.bytes, t.info.dtype), [numel]),
+                Precision::F16 => TensorData::new(to_f16(&t.bytes, t.info.dtype), [numel]),
+            };
+            drop(t.bytes);
+            data
         };
-        drop(t.bytes);
         // Created in the store's dtype directly: an f16 tensor never exists in f32 on the device.
         let tensor = Tensor::<1>::from_data(data, (&self.device, self.precision.dtype()));
         if self
