@@ -81,6 +81,16 @@ async fn weights_scale_their_tokens_and_long_prompts_are_chunked() {
             );
         }
 
+        // clip_skip past the first layer is the request's fault, and says so.
+        let err = text
+            .encode_prompt("a red fox", 50, &device)
+            .err()
+            .expect("50 layers skipped");
+        assert!(
+            matches!(&err, fresco_diffusion::pipeline::PipelineError::Input { field, .. } if field == "clip_skip"),
+            "{err}"
+        );
+
         // 100 words: two chunks of 77; the negative prompt gets as many.
         let long = vec!["fox"; 100].join(" ");
         let c = text.encode_prompt_weighted(&long, 0, 0, &device).unwrap();

@@ -318,9 +318,8 @@ fn pick(hidden_states: &[Tensor<3>], from_end: usize) -> Result<Tensor<3>, Pipel
             PipelineError::input(
                 "clip_skip",
                 format!(
-                    "the text encoder has {} layers: clip_skip must be below {}",
-                    hidden_states.len() - 1,
-                    hidden_states.len().saturating_sub(2)
+                    "skips more layers than the text encoder has ({} layers)",
+                    hidden_states.len().saturating_sub(1)
                 ),
             )
         })
