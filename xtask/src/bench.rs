@@ -326,3 +326,81 @@ pub fn engine(ctx: &Ctx, sizes: &str, runs: usize) -> Result {
     );
     Ok(())
 }
+
+/// `cargo xtask bench pipeline`: seconds per whole inpainting with the tiny models, ours on
+/// ndarray and wgpu next to diffusers on this CPU (when the venv exists), same inputs and sizes.
+pub fn pipeline(ctx: &Ctx, sizes: &str, steps: usize, runs: usize) -> Result {
+    build_benches(ctx)?;
+    let python = torch_python();
+    if python.is_none() {
+        println!(
+            "PyTorch is not installed here (FRESCO_TORCH_PYTHON or ~/.cache/fresco/venv): the diffusers column is skipped"
+        );
+    }
+    let (steps_s, runs_s) = (steps.to_string(), runs.to_string());
+    for model in ["tiny-sdxl-inpaint", "tiny-sd15-inpaint"] {
+        let dir = ctx.root.join("tests/fixtures").join(model);
+        let dir_s = dir.display().to_string();
+        let mut rows: Vec<(String, usize, f64)> = Vec::new();
+        for device in ["ndarray", "wgpu"] {
+            println!("{model}: timing our pipeline on {device}…");
+            for line in engine_bench(
+                ctx,
+                &[
+                    "pipeline", "--model", &dir_s, "--device", device, "--sizes", sizes, "--steps",
+                    &steps_s, "--runs", &runs_s,
+                ],
+            )? {
+                rows.push((
+                    device.into(),
+                    field(&line, "size")? as usize,
+                    field(&line, "seconds")?,
+                ));
+            }
+        }
+        if let Some(python) = &python {
+            println!("{model}: timing diffusers on this CPU…");
+            let out = output(
+                Command::new(python)
+                    .arg(ctx.root.join("tests/bench/pipeline_torch.py"))
+                    .arg(&dir)
+                    .args(["--sizes", sizes, "--steps", &steps_s, "--runs", &runs_s]),
+            )?;
+            for line in out.lines().filter(|l| l.starts_with('{')) {
+                rows.push((
+                    "diffusers".into(),
+                    field(line, "size")? as usize,
+                    field(line, "seconds")?,
+                ));
+            }
+        }
+        println!(
+            "\n{model}, inpainting with {steps} steps and guidance (batch 2 per step), seconds, median of {runs}:\n"
+        );
+        println!(
+            "| size | ours ndarray | ours wgpu (lavapipe) | diffusers CPU | ndarray / diffusers | wgpu / diffusers |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
+        let mut seen: Vec<usize> = rows.iter().map(|r| r.1).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        for size in seen {
+            let get = |d: &str| rows.iter().find(|r| r.0 == d && r.1 == size).map(|r| r.2);
+            let cell = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:.2}"));
+            let ratio = |a: Option<f64>| match (a, get("diffusers")) {
+                (Some(a), Some(b)) => format!("{:.2}×", a / b),
+                _ => "—".into(),
+            };
+            println!(
+                "| {size}×{size} | {} | {} | {} | {} | {} |",
+                cell(get("ndarray")),
+                cell(get("wgpu")),
+                cell(get("diffusers")),
+                ratio(get("ndarray")),
+                ratio(get("wgpu"))
+            );
+        }
+        println!();
+    }
+    Ok(())
+}

@@ -8,6 +8,8 @@
 //! - `cargo xtask setup`: only the installs;
 //! - `cargo xtask bench proxy [--requests N] [--concurrency C]`: our proxy against
 //!   `@fal-ai/server-proxy`'s Express adapter, same upstream, same load;
+//! - `cargo xtask bench pipeline [--sizes 32,64,128] [--steps 10] [--runs 2]`: whole inpainting
+//!   with the tiny models, ours (ndarray, wgpu) next to diffusers;
 //! - `cargo xtask bench engine [--sizes 32,64] [--runs 3]`: UNet forward times on ndarray, wgpu
 //!   (f32, f16) and PyTorch, and the loader's peak memory on an SDXL-sized checkpoint.
 
@@ -45,9 +47,17 @@ fn main() -> ExitCode {
                 value("--sizes").as_deref().unwrap_or("32,64"),
                 value("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
             ),
-            other => Err(format!("unknown benchmark {other:?}; available: proxy, engine")),
+            Some("pipeline") => bench::pipeline(
+                &ctx,
+                value("--sizes").as_deref().unwrap_or("32,64,128"),
+                value("--steps").and_then(|v| v.parse().ok()).unwrap_or(10),
+                value("--runs").and_then(|v| v.parse().ok()).unwrap_or(2),
+            ),
+            other => Err(format!(
+                "unknown benchmark {other:?}; available: proxy, engine, pipeline"
+            )),
         },
-        _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | bench proxy>".into()),
+        _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | bench proxy|engine|pipeline>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,9 @@
 //! - `engine_bench rss --out FILE`: writes a checkpoint shaped like SDXL-inpaint's UNet (fp16,
 //!   random, 5.1 GB), then streams it through the loader and reports the peak resident memory over
 //!   the baseline next to the largest tensor;
+//! - `engine_bench pipeline --model DIR --device ndarray|wgpu [--sizes 32,64] [--steps 10]
+//!   [--runs 2]`: seconds per whole inpainting (text encoding, every step, VAE encode and decode)
+//!   with a diffusers model folder, at a few square sizes; one JSON line per size;
 //! - `engine_bench load --device ndarray|wgpu --out FILE`: that checkpoint (written by `rss`)
 //!   through the real loader into a UNet on the device, in f16 where the device has it: the
 //!   peak RSS over the baseline, the bytes the model itself holds, and the difference (on a CPU
@@ -63,11 +66,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("unet") => unet(&args),
         Some("write-mid") => write_mid(&arg(&args, "--out").ok_or("--out DIR")?),
         Some("rss") => rss(&arg(&args, "--out").ok_or("--out FILE")?),
+        Some("pipeline") => pipeline(&args),
         Some("load") => load(
             &arg(&args, "--device").unwrap_or_else(|| "wgpu".into()),
             &arg(&args, "--out").ok_or("--out FILE")?,
         ),
-        _ => Err("usage: engine_bench unet --device ndarray|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | rss --out FILE | load --device D --out FILE".into()),
+        _ => Err("usage: engine_bench unet --device ndarray|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | rss --out FILE | load --device D --out FILE | pipeline --model DIR --device D [--sizes ..] [--steps N] [--runs N]".into()),
     }
 }
 
@@ -337,4 +341,70 @@ fn load(device_name: &str, out: &str) -> Result<(), Box<dyn std::error::Error>> 
         peak.saturating_sub(baseline)
     );
     Ok(())
+}
+
+/// The inpainting inputs every pipeline benchmark uses (tests/fixtures/pipelines).
+const BENCH_PROMPT: &str = "a red fox sitting in fresh snow, photo";
+
+fn pipeline(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    use fresco_diffusion::pipeline::image::decode;
+    use fresco_diffusion::pipeline::load::LoadOptions;
+    use fresco_diffusion::pipeline::{Pipeline, Request, Task};
+    use fresco_diffusion::weights::hub::{HubOptions, RepoFiles, StderrProgress};
+    use fresco_diffusion::weights::repo::RepoLocation;
+
+    let model = arg(args, "--model").ok_or("--model DIR")?;
+    let device_name = arg(args, "--device").unwrap_or_else(|| "ndarray".into());
+    let device = device(&device_name)?;
+    let sizes: Vec<u32> = arg(args, "--sizes")
+        .unwrap_or_else(|| "32,64".into())
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let steps: usize = arg(args, "--steps").map_or(Ok(10), |r| r.parse())?;
+    let runs: usize = arg(args, "--runs").map_or(Ok(2), |r| r.parse())?;
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pipelines");
+    let image = decode(&std::fs::read(fixtures.join("image32.png"))?, "image")?;
+    let mask = decode(&std::fs::read(fixtures.join("mask32.png"))?, "mask")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let files = RepoFiles::new(
+            RepoLocation::parse(&model)?,
+            HubOptions::from_env(),
+            Box::new(StderrProgress::default()),
+        )?;
+        let options = LoadOptions {
+            precision: Some(Precision::F32),
+            variant: None,
+        };
+        let pipe = Pipeline::load(&files, &device, &options, &mut |_| {}).await?;
+        for size in sizes {
+            let mut req = Request::new(BENCH_PROMPT, 0);
+            req.num_inference_steps = steps;
+            req.size = Some((size, size));
+            let mut times = Vec::new();
+            for run in 0..=runs {
+                let t = Instant::now();
+                let task = Task::Inpaint {
+                    image: &image,
+                    mask: &mask,
+                };
+                let out = pipe.generate(task, &req, &mut |_, _| true).await?;
+                std::hint::black_box(out);
+                let secs = t.elapsed().as_secs_f64();
+                if run > 0 {
+                    times.push(secs);
+                } else {
+                    eprintln!("{device_name} {size}px: first run (kernel compile) {secs:.2} s");
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{{\"device\":\"{device_name}\",\"size\":{size},\"steps\":{steps},\"seconds\":{:.3}}}",
+                times[times.len() / 2]
+            );
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
 }
