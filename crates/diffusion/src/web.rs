@@ -36,11 +36,12 @@ pub async fn webgpu_device() -> Result<Device, WeightsError> {
     Ok(device)
 }
 
-/// `fetch(url)`, then its body read chunk by chunk into `weights`.
-pub async fn fetch_safetensors(url: &str, weights: &mut Weights) -> Result<(), WeightsError> {
+/// `fetch(url)`'s response, or an error naming the URL unless the status is 2xx.
+async fn fetch_ok(url: &str) -> Result<JsValue, WeightsError> {
     let global = js_sys::global();
-    let fetch = Reflect::get(&global, &JsValue::from_str("fetch")).map_err(|e| js_err(url, e))?;
-    let fetch: js_sys::Function = fetch.dyn_into().map_err(|e| js_err(url, e))?;
+    let fetch: js_sys::Function = Reflect::get(&global, &JsValue::from_str("fetch"))
+        .and_then(|f| f.dyn_into())
+        .map_err(|e| js_err(url, e))?;
     let response = JsFuture::from(js_sys::Promise::from(
         fetch
             .call1(&global, &JsValue::from_str(url))
@@ -58,6 +59,12 @@ pub async fn fetch_safetensors(url: &str, weights: &mut Weights) -> Result<(), W
             message: format!("the server answered {status}"),
         });
     }
+    Ok(response)
+}
+
+/// `fetch(url)`, then its body read chunk by chunk into `weights`.
+pub async fn fetch_safetensors(url: &str, weights: &mut Weights) -> Result<(), WeightsError> {
+    let response = fetch_ok(url).await?;
     let body = Reflect::get(&response, &JsValue::from_str("body")).map_err(|e| js_err(url, e))?;
     let get_reader: js_sys::Function = Reflect::get(&body, &JsValue::from_str("getReader"))
         .and_then(|f| f.dyn_into())
@@ -104,27 +111,7 @@ pub async fn fetch_weights(
 
 /// A whole small file (configs, reference tensors).
 pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, WeightsError> {
-    let global = js_sys::global();
-    let fetch: js_sys::Function = Reflect::get(&global, &JsValue::from_str("fetch"))
-        .and_then(|f| f.dyn_into())
-        .map_err(|e| js_err(url, e))?;
-    let response = JsFuture::from(js_sys::Promise::from(
-        fetch
-            .call1(&global, &JsValue::from_str(url))
-            .map_err(|e| js_err(url, e))?,
-    ))
-    .await
-    .map_err(|e| js_err(url, e))?;
-    let status = Reflect::get(&response, &JsValue::from_str("status"))
-        .ok()
-        .and_then(|s| s.as_f64())
-        .unwrap_or(0.0);
-    if !(200.0..300.0).contains(&status) {
-        return Err(WeightsError::Network {
-            url: url.to_owned(),
-            message: format!("the server answered {status}"),
-        });
-    }
+    let response = fetch_ok(url).await?;
     let buffer: js_sys::Function = Reflect::get(&response, &JsValue::from_str("arrayBuffer"))
         .and_then(|f| f.dyn_into())
         .map_err(|e| js_err(url, e))?;

@@ -23,7 +23,7 @@ use image::{DynamicImage, RgbImage};
 
 use super::image::{
     MaskOptions, aligned_mask, binary_mask, blur_mask, composite, image_tensor, latent_mask,
-    mask_tensor, to_images, to_rgb,
+    mask_tensor, resize_rgb, to_images, to_rgb,
 };
 use super::text::Conditioning;
 use super::{Pipeline, PipelineError};
@@ -391,17 +391,7 @@ impl Pipeline {
         let mut images = to_images(&values, n, width, height);
         if let (true, Some(m)) = (req.mask_options.composite, &composite_mask) {
             let m = blur_mask(m, width, height, req.mask_options.blur);
-            let original = to_rgb(image);
-            let original = if original.dimensions() == (width, height) {
-                original
-            } else {
-                ::image::imageops::resize(
-                    &original,
-                    width,
-                    height,
-                    ::image::imageops::FilterType::Lanczos3,
-                )
-            };
+            let original = resize_rgb(to_rgb(image), width, height);
             for img in &mut images {
                 *img = composite(&original, img, &m);
             }

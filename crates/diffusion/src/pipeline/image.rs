@@ -52,7 +52,8 @@ pub fn to_luma(image: &DynamicImage) -> GrayImage {
     }
 }
 
-fn resize_rgb(image: RgbImage, width: u32, height: u32) -> RgbImage {
+/// Resized (Lanczos-3) to `width × height`, or as it is when it already has that size.
+pub(crate) fn resize_rgb(image: RgbImage, width: u32, height: u32) -> RgbImage {
     if image.dimensions() == (width, height) {
         image
     } else {

@@ -105,76 +105,48 @@ pub(crate) async fn fetch(
     url: &str,
     field: &str,
 ) -> Result<Vec<u8>, JobError> {
+    let bad = |message: String| field_error(field, message, "value_error");
+    let too_big = || bad(format!("the image is over {MAX_INPUT_BYTES} bytes"));
     if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest.split_once(',').ok_or_else(|| {
-            field_error(
-                field,
-                "a data: URI needs a comma before its data",
-                "value_error",
-            )
-        })?;
+        let (meta, data) = rest
+            .split_once(',')
+            .ok_or_else(|| bad("a data: URI needs a comma before its data".into()))?;
         let bytes = if meta.ends_with(";base64") {
             base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
-                .map_err(|e| {
-                    field_error(
-                        field,
-                        format!("the base64 data does not decode: {e}"),
-                        "value_error",
-                    )
-                })?
+                .map_err(|e| bad(format!("the base64 data does not decode: {e}")))?
         } else {
             percent_encoding::percent_decode_str(data).collect()
         };
         if bytes.len() > MAX_INPUT_BYTES {
-            return Err(field_error(
-                field,
-                format!("the image is over {MAX_INPUT_BYTES} bytes"),
-                "value_error",
-            ));
+            return Err(too_big());
         }
         return Ok(bytes);
     }
-    let res = http.get(url).send().await.map_err(|e| {
-        field_error(
-            field,
-            format!("could not fetch {url}: {}", e.without_url()),
-            "value_error",
-        )
-    })?;
+    let mut res = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| bad(format!("could not fetch {url}: {}", e.without_url())))?;
     if !res.status().is_success() {
-        return Err(field_error(
-            field,
-            format!("fetching {url} answered {}", res.status()),
-            "value_error",
-        ));
+        return Err(bad(format!("fetching {url} answered {}", res.status())));
     }
     if res
         .content_length()
         .is_some_and(|n| n as usize > MAX_INPUT_BYTES)
     {
-        return Err(field_error(
-            field,
-            format!("the image is over {MAX_INPUT_BYTES} bytes"),
-            "value_error",
-        ));
+        return Err(too_big());
     }
-    let mut res = res;
     let mut out = Vec::new();
     while let Some(chunk) = res.chunk().await.map_err(|e| {
-        field_error(
-            field,
-            format!("the download of {url} broke off: {}", e.without_url()),
-            "value_error",
-        )
+        bad(format!(
+            "the download of {url} broke off: {}",
+            e.without_url()
+        ))
     })? {
         out.extend_from_slice(&chunk);
         if out.len() > MAX_INPUT_BYTES {
-            return Err(field_error(
-                field,
-                format!("the image is over {MAX_INPUT_BYTES} bytes"),
-                "value_error",
-            ));
+            return Err(too_big());
         }
     }
     Ok(out)
