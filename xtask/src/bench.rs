@@ -185,7 +185,7 @@ pub fn engine(ctx: &Ctx, sizes: &str, runs: usize) -> Result {
     build_benches(ctx)?;
     let runs_s = runs.to_string();
     let mut rows: Vec<(String, String, usize, f64)> = Vec::new();
-    for (device, precision) in [("ndarray", "f32"), ("wgpu", "f32"), ("wgpu", "f16")] {
+    for (device, precision) in [("cpu", "f32"), ("wgpu", "f32"), ("wgpu", "f16")] {
         println!("timing the mid-size UNet on {device} ({precision})…");
         for line in engine_bench(
             ctx,
@@ -239,9 +239,9 @@ pub fn engine(ctx: &Ctx, sizes: &str, runs: usize) -> Result {
         "\nmid-size UNet (SDXL-inpaint structure at 64/128/256 channels, 9 input channels), one CFG step (batch 2), ms per forward, median of {runs}:\n"
     );
     let header = if torch.is_some() {
-        "| latent | ndarray f32 | wgpu f32 (lavapipe) | wgpu f16 (lavapipe) | PyTorch CPU f32 | ndarray / PyTorch | wgpu f32 / PyTorch |"
+        "| latent | ours CPU f32 | wgpu f32 (lavapipe) | wgpu f16 (lavapipe) | PyTorch CPU f32 | CPU / PyTorch | wgpu f32 / PyTorch |"
     } else {
-        "| latent | ndarray f32 | wgpu f32 (lavapipe) | wgpu f16 (lavapipe) |"
+        "| latent | ours CPU f32 | wgpu f32 (lavapipe) | wgpu f16 (lavapipe) |"
     };
     println!("{header}");
     println!("|{}", "---|".repeat(header.matches('|').count() - 1));
@@ -255,7 +255,7 @@ pub fn engine(ctx: &Ctx, sizes: &str, runs: usize) -> Result {
                 .map(|r| r.3)
         };
         let cell = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:.0}"));
-        let (nd, wg, wh) = (ms("ndarray", "f32"), ms("wgpu", "f32"), ms("wgpu", "f16"));
+        let (nd, wg, wh) = (ms("cpu", "f32"), ms("wgpu", "f32"), ms("wgpu", "f16"));
         let mut line = format!(
             "| {size}×{size} | {} | {} | {} |",
             cell(nd),
@@ -327,9 +327,27 @@ pub fn engine(ctx: &Ctx, sizes: &str, runs: usize) -> Result {
     Ok(())
 }
 
-/// `cargo xtask bench pipeline`: seconds per whole inpainting with the tiny models, ours on
-/// ndarray and wgpu next to diffusers on this CPU (when the venv exists), same inputs and sizes.
-pub fn pipeline(ctx: &Ctx, sizes: &str, steps: usize, runs: usize) -> Result {
+/// One model `bench pipeline` times: where it is, at which sizes, on which of our devices.
+struct BenchModel {
+    label: &'static str,
+    dir: std::path::PathBuf,
+    sizes: String,
+    devices: Vec<&'static str>,
+}
+
+/// `cargo xtask bench pipeline`: seconds per whole inpainting, ours on the CPU (burn-flex) and on
+/// wgpu next to diffusers on this CPU (when the venv exists), same model folder, inputs and
+/// sizes: the tiny fixtures at `sizes`, and a mid-size SDXL-inpainting pipeline (written by
+/// `engine_bench write-mid`, random weights) at `mid_sizes` — on wgpu only at `mid_wgpu_sizes`,
+/// since lavapipe takes minutes per step there.
+pub fn pipeline(
+    ctx: &Ctx,
+    sizes: &str,
+    mid_sizes: &str,
+    mid_wgpu_sizes: &str,
+    steps: usize,
+    runs: usize,
+) -> Result {
     build_benches(ctx)?;
     let python = torch_python();
     if python.is_none() {
@@ -337,70 +355,141 @@ pub fn pipeline(ctx: &Ctx, sizes: &str, steps: usize, runs: usize) -> Result {
             "PyTorch is not installed here (FRESCO_TORCH_PYTHON or ~/.cache/fresco/venv): the diffusers column is skipped"
         );
     }
-    let (steps_s, runs_s) = (steps.to_string(), runs.to_string());
-    for model in ["tiny-sdxl-inpaint", "tiny-sd15-inpaint"] {
-        let dir = ctx.root.join("tests/fixtures").join(model);
-        let dir_s = dir.display().to_string();
-        let mut rows: Vec<(String, usize, f64)> = Vec::new();
-        for device in ["ndarray", "wgpu"] {
-            println!("{model}: timing our pipeline on {device}…");
-            for line in engine_bench(
-                ctx,
-                &[
-                    "pipeline", "--model", &dir_s, "--device", device, "--sizes", sizes, "--steps",
-                    &steps_s, "--runs", &runs_s,
-                ],
-            )? {
-                rows.push((
-                    device.into(),
-                    field(&line, "size")? as usize,
-                    field(&line, "seconds")?,
-                ));
-            }
+    let mid = std::env::temp_dir().join(format!("fresco-bench-mid-{}", std::process::id()));
+    let mut models: Vec<BenchModel> = ["tiny-sdxl-inpaint", "tiny-sd15-inpaint"]
+        .into_iter()
+        .map(|label| BenchModel {
+            label,
+            dir: ctx.root.join("tests/fixtures").join(label),
+            sizes: sizes.into(),
+            devices: vec!["cpu", "wgpu"],
+        })
+        .collect();
+    if !mid_sizes.is_empty() {
+        println!("writing the mid-size SDXL-inpainting pipeline…");
+        engine_bench(ctx, &["write-mid", "--out", &mid.display().to_string()])?;
+        models.push(BenchModel {
+            label: "mid-size SDXL-inpaint (UNet 64/128/256 channels, VAE 32–128, CLIP 256 wide × 6)",
+            dir: mid.clone(),
+            sizes: mid_sizes.into(),
+            devices: vec!["cpu"],
+        });
+        if !mid_wgpu_sizes.is_empty() {
+            models.push(BenchModel {
+                label: "mid-size SDXL-inpaint on wgpu",
+                dir: mid.clone(),
+                sizes: mid_wgpu_sizes.into(),
+                devices: vec!["wgpu"],
+            });
         }
-        if let Some(python) = &python {
-            println!("{model}: timing diffusers on this CPU…");
-            let out = output(
-                Command::new(python)
-                    .arg(ctx.root.join("tests/bench/pipeline_torch.py"))
-                    .arg(&dir)
-                    .args(["--sizes", sizes, "--steps", &steps_s, "--runs", &runs_s]),
-            )?;
-            for line in out.lines().filter(|l| l.starts_with('{')) {
-                rows.push((
-                    "diffusers".into(),
-                    field(line, "size")? as usize,
-                    field(line, "seconds")?,
-                ));
-            }
-        }
-        println!(
-            "\n{model}, inpainting with {steps} steps and guidance (batch 2 per step), seconds, median of {runs}:\n"
-        );
-        println!(
-            "| size | ours ndarray | ours wgpu (lavapipe) | diffusers CPU | ndarray / diffusers | wgpu / diffusers |"
-        );
-        println!("|---|---:|---:|---:|---:|---:|");
-        let mut seen: Vec<usize> = rows.iter().map(|r| r.1).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for size in seen {
-            let get = |d: &str| rows.iter().find(|r| r.0 == d && r.1 == size).map(|r| r.2);
-            let cell = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:.2}"));
-            let ratio = |a: Option<f64>| match (a, get("diffusers")) {
-                (Some(a), Some(b)) => format!("{:.2}×", a / b),
-                _ => "—".into(),
-            };
-            println!(
-                "| {size}×{size} | {} | {} | {} | {} | {} |",
-                cell(get("ndarray")),
-                cell(get("wgpu")),
-                cell(get("diffusers")),
-                ratio(get("ndarray")),
-                ratio(get("wgpu"))
-            );
-        }
-        println!();
     }
+    let result = models
+        .iter()
+        .try_for_each(|model| pipeline_model(ctx, model, python.as_deref(), steps, runs));
+    let _ = std::fs::remove_dir_all(&mid);
+    result
+}
+
+fn pipeline_model(
+    ctx: &Ctx,
+    model: &BenchModel,
+    python: Option<&std::path::Path>,
+    steps: usize,
+    runs: usize,
+) -> Result {
+    let (steps_s, runs_s) = (steps.to_string(), runs.to_string());
+    let dir_s = model.dir.display().to_string();
+    let label = model.label;
+    let mut rows: Vec<(String, usize, f64)> = Vec::new();
+    for &device in &model.devices {
+        println!("{label}: timing our pipeline on {device}…");
+        for line in engine_bench(
+            ctx,
+            &[
+                "pipeline",
+                "--model",
+                &dir_s,
+                "--device",
+                device,
+                "--sizes",
+                &model.sizes,
+                "--steps",
+                &steps_s,
+                "--runs",
+                &runs_s,
+            ],
+        )? {
+            rows.push((
+                device.into(),
+                field(&line, "size")? as usize,
+                field(&line, "seconds")?,
+            ));
+        }
+    }
+    if let Some(python) = python {
+        println!("{label}: timing diffusers on this CPU…");
+        let out = output(
+            Command::new(python)
+                .arg(ctx.root.join("tests/bench/pipeline_torch.py"))
+                .arg(&model.dir)
+                .args([
+                    "--sizes",
+                    &model.sizes,
+                    "--steps",
+                    &steps_s,
+                    "--runs",
+                    &runs_s,
+                ]),
+        )?;
+        for line in out.lines().filter(|l| l.starts_with('{')) {
+            rows.push((
+                "diffusers".into(),
+                field(line, "size")? as usize,
+                field(line, "seconds")?,
+            ));
+        }
+    }
+    println!(
+        "\n{label}, inpainting with {steps} steps and guidance (batch 2 per step), seconds, median of {runs}:\n"
+    );
+    let ours: Vec<String> = model
+        .devices
+        .iter()
+        .map(|d| match *d {
+            "cpu" => "ours CPU (burn-flex)".to_string(),
+            _ => "ours wgpu (lavapipe)".to_string(),
+        })
+        .collect();
+    let ratios: Vec<String> = model
+        .devices
+        .iter()
+        .map(|d| format!("{d} / diffusers"))
+        .collect();
+    println!(
+        "| size | {} | diffusers CPU | {} |",
+        ours.join(" | "),
+        ratios.join(" | ")
+    );
+    println!("|---|{}", "---:|".repeat(1 + 2 * model.devices.len()));
+    let mut seen: Vec<usize> = rows.iter().map(|r| r.1).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    for size in seen {
+        let get = |d: &str| rows.iter().find(|r| r.0 == d && r.1 == size).map(|r| r.2);
+        let cell = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:.2}"));
+        let ratio = |a: Option<f64>| match (a, get("diffusers")) {
+            (Some(a), Some(b)) => format!("{:.2}×", a / b),
+            _ => "—".into(),
+        };
+        let times: Vec<String> = model.devices.iter().map(|d| cell(get(d))).collect();
+        let ratios: Vec<String> = model.devices.iter().map(|d| ratio(get(d))).collect();
+        println!(
+            "| {size}×{size} | {} | {} | {} |",
+            times.join(" | "),
+            cell(get("diffusers")),
+            ratios.join(" | ")
+        );
+    }
+    println!();
     Ok(())
 }

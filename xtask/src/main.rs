@@ -8,9 +8,10 @@
 //! - `cargo xtask setup`: only the installs;
 //! - `cargo xtask bench proxy [--requests N] [--concurrency C]`: our proxy against
 //!   `@fal-ai/server-proxy`'s Express adapter, same upstream, same load;
-//! - `cargo xtask bench pipeline [--sizes 32,64,128] [--steps 10] [--runs 2]`: whole inpainting
-//!   with the tiny models, ours (ndarray, wgpu) next to diffusers;
-//! - `cargo xtask bench engine [--sizes 32,64] [--runs 3]`: UNet forward times on ndarray, wgpu
+//! - `cargo xtask bench pipeline [--sizes 32,64,128] [--mid-sizes 256,512] [--mid-wgpu-sizes 256]
+//!   [--steps 10] [--runs 2]`: whole inpainting with the tiny models and a mid-size SDXL-inpainting
+//!   pipeline, ours (CPU, wgpu) next to diffusers;
+//! - `cargo xtask bench engine [--sizes 32,64] [--runs 3]`: UNet forward times on the CPU, wgpu
 //!   (f32, f16) and PyTorch, and the loader's peak memory on an SDXL-sized checkpoint.
 
 mod bench;
@@ -50,6 +51,8 @@ fn main() -> ExitCode {
             Some("pipeline") => bench::pipeline(
                 &ctx,
                 value("--sizes").as_deref().unwrap_or("32,64,128"),
+                value("--mid-sizes").as_deref().unwrap_or("256,512"),
+                value("--mid-wgpu-sizes").as_deref().unwrap_or(""),
                 value("--steps").and_then(|v| v.parse().ok()).unwrap_or(10),
                 value("--runs").and_then(|v| v.parse().ok()).unwrap_or(2),
             ),

@@ -19,7 +19,7 @@ use fresco_protocol::endpoints::inpaint::{DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_IN
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum DeviceArg {
-    /// Burn's ndarray backend on the CPU (f32).
+    /// Burn's CPU backend (burn-flex) (f32).
     Cpu,
     /// wgpu: Vulkan, Metal or DX12 (f16 with --f16 where the adapter has shader-f16).
     Wgpu,
@@ -124,8 +124,7 @@ fn read_image(path: &Path, what: &str) -> anyhow::Result<image::DynamicImage> {
 /// The Burn device and precision for `--device` and `--f16`.
 pub fn device(device: DeviceArg, f16: bool) -> anyhow::Result<(Device, Precision)> {
     Ok(match (device, f16) {
-        #[allow(deprecated)] // the ndarray device is the CPU reference backend
-        (DeviceArg::Cpu, false) => (Device::ndarray(), Precision::F32),
+        (DeviceArg::Cpu, false) => (Device::flex(), Precision::F32),
         (DeviceArg::Cpu, true) => {
             bail!("--f16 needs --device wgpu (the CPU backend computes in f32)")
         }

@@ -19,7 +19,7 @@ enum Storage {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Where fal-ai/inpaint runs: Burn's ndarray backend on the CPU, or wgpu (Vulkan, Metal,
+    /// Where fal-ai/inpaint runs: Burn's CPU backend (burn-flex), or wgpu (Vulkan, Metal,
     /// DX12).
     #[arg(long, value_enum, default_value = "cpu")]
     device: crate::generate::DeviceArg,

@@ -1,17 +1,20 @@
 //! The engine's benchmark programs, driven by `cargo xtask bench engine`:
 //!
-//! - `engine_bench unet --device ndarray|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3]`:
+//! - `engine_bench unet --device cpu|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3]`:
 //!   ms per forward of a mid-size UNet (SDXL-inpaint's block structure at a fifth of its width,
 //!   random weights), one CFG step (batch 2) per latent size; one JSON line per size;
-//! - `engine_bench write-mid --out DIR`: that UNet as a diffusers folder (`DIR/unet`), so PyTorch
-//!   can time the same model with the same weights;
+//! - `engine_bench write-mid --out DIR`: a whole SDXL-inpainting pipeline folder around that UNet
+//!   (mid-size text encoders and VAE, the real CLIP tokenizers), random weights, so diffusers can
+//!   time the same models with the same weights;
+//! - `engine_bench gemm`: GFLOP/s of the CPU device's matmul on the UNet's shapes (plain,
+//!   transposed right-hand side as `Linear` holds it, through `linear`, batched);
 //! - `engine_bench rss --out FILE`: writes a checkpoint shaped like SDXL-inpaint's UNet (fp16,
 //!   random, 5.1 GB), then streams it through the loader and reports the peak resident memory over
 //!   the baseline next to the largest tensor;
-//! - `engine_bench pipeline --model DIR --device ndarray|wgpu [--sizes 32,64] [--steps 10]
+//! - `engine_bench pipeline --model DIR --device cpu|wgpu [--sizes 32,64] [--steps 10]
 //!   [--runs 2]`: seconds per whole inpainting (text encoding, every step, VAE encode and decode)
 //!   with a diffusers model folder, at a few square sizes; one JSON line per size;
-//! - `engine_bench load --device ndarray|wgpu --out FILE`: that checkpoint (written by `rss`)
+//! - `engine_bench load --device cpu|wgpu --out FILE`: that checkpoint (written by `rss`)
 //!   through the real loader into a UNet on the device, in f16 where the device has it: the
 //!   peak RSS over the baseline, the bytes the model itself holds, and the difference (on a CPU
 //!   backend and on lavapipe the device's memory is this process's memory).
@@ -65,20 +68,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.first().map(String::as_str) {
         Some("unet") => unet(&args),
         Some("write-mid") => write_mid(&arg(&args, "--out").ok_or("--out DIR")?),
+        Some("gemm") => gemm_bench(),
         Some("rss") => rss(&arg(&args, "--out").ok_or("--out FILE")?),
         Some("pipeline") => pipeline(&args),
         Some("load") => load(
             &arg(&args, "--device").unwrap_or_else(|| "wgpu".into()),
             &arg(&args, "--out").ok_or("--out FILE")?,
         ),
-        _ => Err("usage: engine_bench unet --device ndarray|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | rss --out FILE | load --device D --out FILE | pipeline --model DIR --device D [--sizes ..] [--steps N] [--runs N]".into()),
+        _ => Err("usage: engine_bench unet --device cpu|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | gemm | rss --out FILE | load --device D --out FILE | pipeline --model DIR --device D [--sizes ..] [--steps N] [--runs N]".into()),
     }
 }
 
 fn device(name: &str) -> Result<Device, Box<dyn std::error::Error>> {
     match name {
-        #[allow(deprecated)]
-        "ndarray" => Ok(Device::ndarray()),
+        "cpu" => Ok(Device::flex()),
         "wgpu" => Ok(Device::wgpu(DeviceKind::DefaultDevice)),
         other => Err(format!("unknown device {other}").into()),
     }
@@ -100,7 +103,7 @@ fn input<const D: usize>(shape: [usize; D], seed: u64, device: &Device) -> Tenso
 }
 
 fn unet(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    let device_name = arg(args, "--device").unwrap_or_else(|| "ndarray".into());
+    let device_name = arg(args, "--device").unwrap_or_else(|| "cpu".into());
     let device = device(&device_name)?;
     let precision = match arg(args, "--precision").as_deref() {
         Some("f16") => Precision::F16,
@@ -169,22 +172,58 @@ fn unet(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 /// Names and shapes of tensors, in the order a model takes them.
 type Layout = Vec<(String, Vec<usize>)>;
 
-/// Names and shapes of a UNet's tensors, from a shapes-only build on the CPU.
-fn layout(config_json: &str) -> Result<Layout, Box<dyn std::error::Error>> {
-    #[allow(deprecated)]
-    let cpu = Device::ndarray();
-    let mut w = Weights::shapes_only(&cpu);
-    UNet2DConditionModel::load(&UNetConfig::from_json(config_json)?, &mut w)?;
+/// Names and shapes of a model's tensors, from a shapes-only build on the CPU.
+fn layout(
+    build: impl FnOnce(&mut Weights) -> Result<(), WeightsError>,
+) -> Result<Layout, Box<dyn std::error::Error>> {
+    let mut w = Weights::shapes_only(&Device::flex());
+    build(&mut w)?;
     Ok(w.synthesized().to_vec())
 }
 
-fn write_mid(out: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::path::Path::new(out).join("unet");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("config.json"), MID_CONFIG)?;
-    let names = layout(MID_CONFIG)?;
+fn unet_layout(config_json: &str) -> Result<Layout, Box<dyn std::error::Error>> {
+    let config = UNetConfig::from_json(config_json)?;
+    layout(|w| UNet2DConditionModel::load(&config, w).map(drop))
+}
+
+/// The mid-size SDXL-inpainting pipeline's text encoders: CLIP's structure (BPE vocabulary, 77
+/// positions) at 256 wide and 6 layers deep, so their penultimate states concatenate to the
+/// mid UNet's 512-wide context and the second one's 256-wide projection fills its
+/// `projection_class_embeddings_input_dim` (6 × 64 time ids + 256).
+const MID_TEXT_ENCODER_CONFIG: &str = r#"{
+  "architectures": ["CLIPTextModel"], "model_type": "clip_text_model", "hidden_act": "quick_gelu",
+  "hidden_size": 256, "intermediate_size": 1024, "num_attention_heads": 4, "num_hidden_layers": 6,
+  "max_position_embeddings": 77, "layer_norm_eps": 1e-05, "vocab_size": 49408,
+  "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1, "projection_dim": 256
+}"#;
+const MID_TEXT_ENCODER_2_CONFIG: &str = r#"{
+  "architectures": ["CLIPTextModelWithProjection"], "model_type": "clip_text_model",
+  "hidden_act": "gelu", "hidden_size": 256, "intermediate_size": 1024, "num_attention_heads": 4,
+  "num_hidden_layers": 6, "max_position_embeddings": 77, "layer_norm_eps": 1e-05,
+  "vocab_size": 49408, "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1,
+  "projection_dim": 256
+}"#;
+/// SD's VAE structure (four levels, so 8× down, two resnets per level, mid attention) at a
+/// quarter of its width.
+const MID_VAE_CONFIG: &str = r#"{
+  "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [32, 64, 128, 128],
+  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+  "force_upcast": true, "in_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+  "norm_num_groups": 32, "out_channels": 3, "sample_size": 1024, "scaling_factor": 0.13025
+}"#;
+
+/// Writes one component: its config.json and its random weights as one f32 safetensors file.
+fn write_component(
+    dir: &std::path::Path,
+    config_json: &str,
+    file: &str,
+    names: &Layout,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("config.json"), config_json)?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    Weights::synthetic_values(SEED, &names, |name, shape, values| {
+    Weights::synthetic_values(SEED, names, |name, shape, values| {
         tensors.push((
             name.to_owned(),
             shape.to_vec(),
@@ -195,15 +234,64 @@ fn write_mid(out: &str) -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|(n, s, b)| (n.as_str(), Dtype::F32, s.as_slice(), b.as_slice()))
         .collect();
-    let mut f = std::io::BufWriter::new(std::fs::File::create(
-        dir.join("diffusion_pytorch_model.safetensors"),
-    )?);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join(file))?);
     safetensors::write(&list, &mut f)?;
     f.flush()?;
+    Ok(list.len())
+}
+
+/// A whole SDXL-inpainting pipeline folder around the mid-size UNet, random weights, that both
+/// `Pipeline::load` and diffusers' `from_pretrained` read: text encoders and VAE as above, the
+/// tokenizers, scheduler and model_index.json of the tiny SDXL-inpaint fixture (the real CLIP
+/// vocabulary).
+fn write_mid(out: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use fresco_diffusion::models::clip::{ClipTextConfig, ClipTextModel};
+    use fresco_diffusion::models::vae::{AutoencoderKL, VaeConfig};
+
+    let out = std::path::Path::new(out);
+    let mut tensors = write_component(
+        &out.join("unet"),
+        MID_CONFIG,
+        "diffusion_pytorch_model.safetensors",
+        &unet_layout(MID_CONFIG)?,
+    )?;
+    let vae = VaeConfig::from_json(MID_VAE_CONFIG)?;
+    tensors += write_component(
+        &out.join("vae"),
+        MID_VAE_CONFIG,
+        "diffusion_pytorch_model.safetensors",
+        &layout(|w| AutoencoderKL::load(vae, w).map(drop))?,
+    )?;
+    for (name, json) in [
+        ("text_encoder", MID_TEXT_ENCODER_CONFIG),
+        ("text_encoder_2", MID_TEXT_ENCODER_2_CONFIG),
+    ] {
+        let config = ClipTextConfig::from_json(json)?;
+        let projection = config.with_projection();
+        let mut names = layout(|w| ClipTextModel::load(config, w).map(drop))?;
+        // transformers saves CLIPTextModelWithProjection's encoder under `text_model.`.
+        if projection {
+            for (n, _) in &mut names {
+                if !n.starts_with("text_projection") {
+                    *n = format!("text_model.{n}");
+                }
+            }
+        }
+        tensors += write_component(&out.join(name), json, "model.safetensors", &names)?;
+    }
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny-sdxl-inpaint");
+    for part in ["tokenizer", "tokenizer_2", "scheduler"] {
+        std::fs::create_dir_all(out.join(part))?;
+        for entry in std::fs::read_dir(tiny.join(part))? {
+            let entry = entry?;
+            std::fs::copy(entry.path(), out.join(part).join(entry.file_name()))?;
+        }
+    }
+    std::fs::copy(tiny.join("model_index.json"), out.join("model_index.json"))?;
     println!(
-        "{{\"written\":\"{}\",\"tensors\":{}}}",
-        dir.display(),
-        tensors.len()
+        "{{\"written\":\"{}\",\"tensors\":{tensors}}}",
+        out.display()
     );
     Ok(())
 }
@@ -220,7 +308,7 @@ fn status_kib(field: &str) -> u64 {
 }
 
 fn rss(out: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let names = layout(SDXL_INPAINT_CONFIG)?;
+    let names = unet_layout(SDXL_INPAINT_CONFIG)?;
     let largest = names
         .iter()
         .map(|(_, s)| s.iter().product::<usize>() * 2)
@@ -354,7 +442,7 @@ fn pipeline(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     use fresco_diffusion::weights::repo::RepoLocation;
 
     let model = arg(args, "--model").ok_or("--model DIR")?;
-    let device_name = arg(args, "--device").unwrap_or_else(|| "ndarray".into());
+    let device_name = arg(args, "--device").unwrap_or_else(|| "cpu".into());
     let device = device(&device_name)?;
     let sizes: Vec<u32> = arg(args, "--sizes")
         .unwrap_or_else(|| "32,64".into())
@@ -407,4 +495,58 @@ fn pipeline(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     })
+}
+
+/// The CPU matmul on the shapes the mid-size UNet's linear layers run (tokens × width).
+fn gemm_bench() -> Result<(), Box<dyn std::error::Error>> {
+    let device = Device::flex();
+    for (m, k, n) in [
+        (512usize, 256usize, 256usize),
+        (512, 256, 2048),
+        (512, 1024, 256),
+        (2048, 128, 128),
+        (2048, 128, 1024),
+        (2048, 2048, 2048),
+    ] {
+        let a = input([m, k], 1, &device);
+        let b = input([k, n], 2, &device);
+        let wt = input([n, k], 3, &device);
+        for (name, f) in [
+            (
+                "mm",
+                Box::new(|| a.clone().matmul(b.clone())) as Box<dyn Fn() -> Tensor<2>>,
+            ),
+            (
+                "mm_t",
+                Box::new(|| a.clone().matmul(wt.clone().transpose())),
+            ),
+            (
+                "linear_t",
+                Box::new(|| burn::tensor::module::linear(a.clone(), wt.clone().transpose(), None)),
+            ),
+            (
+                "mm3",
+                Box::new(|| {
+                    a.clone()
+                        .reshape([2, m / 2, k])
+                        .matmul(b.clone().unsqueeze::<3>())
+                        .reshape([m, n])
+                }),
+            ),
+        ] {
+            std::hint::black_box(f().into_data());
+            let t = Instant::now();
+            let mut r = 0;
+            while t.elapsed().as_secs_f64() < 0.5 {
+                std::hint::black_box(f());
+                r += 1;
+            }
+            let dt = t.elapsed().as_secs_f64() / r as f64;
+            println!(
+                "{m} {k} {n} {name} {:.1} GFLOP/s",
+                2.0 * (m * k * n) as f64 / dt / 1e9
+            );
+        }
+    }
+    Ok(())
 }

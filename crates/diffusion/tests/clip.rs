@@ -1,6 +1,6 @@
 #![cfg(not(target_arch = "wasm32"))]
 //! The CLIP text encoders against transformers' own outputs on the committed tiny models:
-//! CLIP-L-like (quick_gelu, pooled output) and bigG-like (gelu, projection), on ndarray and wgpu.
+//! CLIP-L-like (quick_gelu, pooled output) and bigG-like (gelu, projection), on the CPU (burn-flex) and wgpu.
 
 mod common;
 

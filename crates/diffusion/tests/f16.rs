@@ -36,8 +36,7 @@ fn precision_follows_the_adapter() {
         Precision::F16,
         "the wgpu adapter here (lavapipe in CI) has shader-f16; without it this test is wrong, not skipped"
     );
-    #[allow(deprecated)]
-    let cpu = Device::ndarray();
+    let cpu = Device::flex();
     assert_eq!(
         preferred_precision(&cpu),
         Precision::F32,

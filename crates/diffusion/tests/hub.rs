@@ -1,5 +1,4 @@
 #![cfg(not(target_arch = "wasm32"))]
-#![allow(deprecated)] // Device::ndarray: the CPU reference backend the issue names
 //! Loading through the repository layer: a local stand-in for huggingface.co (`HF_ENDPOINT`), the
 //! hf-hub cache layout, offline use, the fp16 variant, sharded checkpoints, and clear errors for
 //! missing shards and truncated files.
@@ -118,7 +117,7 @@ async fn unet_matches(
     variant: Option<&str>,
     tol: f32,
 ) -> fresco_diffusion::weights::load::Loaded {
-    let device = Device::ndarray();
+    let device = Device::flex();
     let config = UNetConfig::from_json(&config_json(files, "unet").await.unwrap()).unwrap();
     let (mut w, loaded) = load_weights(files, "unet", variant, &device, Precision::F32)
         .await
@@ -354,7 +353,7 @@ async fn missing_shards_and_truncated_files_name_what_is_wrong() {
         Box::new(Quiet),
     )
     .unwrap();
-    let err = load_weights(&files, "unet", None, &Device::ndarray(), Precision::F32)
+    let err = load_weights(&files, "unet", None, &Device::flex(), Precision::F32)
         .await
         .err()
         .unwrap()
@@ -376,7 +375,7 @@ async fn missing_shards_and_truncated_files_name_what_is_wrong() {
         Box::new(Quiet),
     )
     .unwrap();
-    let err = load_weights(&files, "unet", None, &Device::ndarray(), Precision::F32)
+    let err = load_weights(&files, "unet", None, &Device::flex(), Precision::F32)
         .await
         .err()
         .unwrap()
@@ -389,7 +388,7 @@ async fn missing_shards_and_truncated_files_name_what_is_wrong() {
     );
 
     // A repository without the component at all.
-    let err = load_weights(&files, "vae", None, &Device::ndarray(), Precision::F32)
+    let err = load_weights(&files, "vae", None, &Device::flex(), Precision::F32)
         .await
         .err()
         .unwrap()

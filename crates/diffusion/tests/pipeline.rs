@@ -161,8 +161,7 @@ async fn every_pipeline_case_paints_what_diffusers_paints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opt_in_compositing_keeps_the_unmasked_pixels_exactly() {
-    #[allow(deprecated)]
-    let device = burn::tensor::Device::ndarray();
+    let device = burn::tensor::Device::flex();
     let pipe = load("tiny-sd15-inpaint", &device).await;
     let img = image("image32.png");
     let mask = image("mask32.png");

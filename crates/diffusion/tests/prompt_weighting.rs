@@ -1,5 +1,4 @@
 #![cfg(not(target_arch = "wasm32"))]
-#![allow(deprecated)] // Device::ndarray: the CPU reference backend
 //! Prompt weighting on the real text encoders: unweighted text encodes exactly as without
 //! weighting, a weight scales its tokens' embeddings relative to the rest, and long prompts become
 //! several 77-token chunks (the negative prompt padded to the same length).
@@ -43,7 +42,7 @@ fn norm(t: &Tensor<3>, i: usize) -> f32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_scale_their_tokens_and_long_prompts_are_chunked() {
-    let device = Device::ndarray();
+    let device = Device::flex();
     for model in ["tiny-sd15-inpaint", "tiny-sdxl-inpaint"] {
         let pipe = load(model, &device).await;
         let text = &pipe.text;

@@ -1,6 +1,6 @@
 #![cfg(not(target_arch = "wasm32"))]
 //! The UNets (9-channel SD1.5- and SDXL-inpaint-like, 4-channel SD2-like) and the VAEs against
-//! diffusers' own outputs on the committed tiny models, on ndarray and wgpu.
+//! diffusers' own outputs on the committed tiny models, on the CPU (burn-flex) and wgpu.
 
 mod common;
 

@@ -77,25 +77,32 @@ impl Attention {
 }
 
 /// `FeedForward` with `geglu`: `proj` to twice the inner width, `hidden · gelu(gate)`, back down.
+/// `proj` is kept as its two halves (diffusers' `chunk(2, dim=-1)`), so each comes out of its own
+/// matmul contiguous rather than as two strided views of one wide output.
 struct GegluFeedForward {
-    proj: Linear,
+    hidden: Linear,
+    gate: Linear,
     out: Linear,
 }
 
 impl GegluFeedForward {
     fn load(w: &mut Weights, p: &str, dim: usize) -> Result<Self, WeightsError> {
         let inner = dim * 4;
+        let proj = Linear::load(w, &format!("{p}.net.0.proj"), dim, inner * 2, true)?;
+        let half = |start: usize| Linear {
+            weight: proj.weight.clone().narrow(1, start, inner),
+            bias: proj.bias.clone().map(|b| b.narrow(0, start, inner)),
+        };
         Ok(GegluFeedForward {
-            proj: Linear::load(w, &format!("{p}.net.0.proj"), dim, inner * 2, true)?,
+            hidden: half(0),
+            gate: half(inner),
             out: Linear::load(w, &format!("{p}.net.2"), inner, dim, true)?,
         })
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let h = self.proj.forward(x);
-        let half = h.dims()[2] / 2;
-        let hidden = h.clone().narrow(2, 0, half);
-        let gate = h.narrow(2, half, half);
+        let hidden = self.hidden.forward(x.clone());
+        let gate = self.gate.forward(x);
         self.out.forward(hidden * activation::gelu(gate))
     }
 }

@@ -70,12 +70,10 @@ pub fn references(rel: &str) -> HashMap<String, Reference> {
     out
 }
 
-/// The devices the parity tests run on: Burn's ndarray CPU backend always, and wgpu (WGSL on
+/// The devices the parity tests run on: Burn's CPU backend (burn-flex) always, and wgpu (WGSL on
 /// Vulkan; lavapipe in CI) unless FRESCO_TEST_NO_WGPU is set.
 pub fn devices() -> Vec<(&'static str, Device)> {
-    #[allow(deprecated)]
-    // burn 0.22 points to Device::flex; ndarray is the CPU reference the issue names
-    let mut d = vec![("ndarray", Device::ndarray())];
+    let mut d = vec![("cpu", Device::flex())];
     if std::env::var_os("FRESCO_TEST_NO_WGPU").is_none() {
         d.push((
             "wgpu",
