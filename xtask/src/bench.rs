@@ -400,25 +400,24 @@ fn pipeline_model(
     let (steps_s, runs_s) = (steps.to_string(), runs.to_string());
     let dir_s = model.dir.display().to_string();
     let label = model.label;
+    // What both sides are asked for.
+    let same = [
+        "--sizes",
+        model.sizes.as_str(),
+        "--steps",
+        &steps_s,
+        "--runs",
+        &runs_s,
+    ];
     let mut rows: Vec<(String, usize, f64)> = Vec::new();
     for &device in &model.devices {
         println!("{label}: timing our pipeline on {device}…");
-        for line in engine_bench(
-            ctx,
-            &[
-                "pipeline",
-                "--model",
-                &dir_s,
-                "--device",
-                device,
-                "--sizes",
-                &model.sizes,
-                "--steps",
-                &steps_s,
-                "--runs",
-                &runs_s,
-            ],
-        )? {
+        let args = [
+            &["pipeline", "--model", &dir_s, "--device", device][..],
+            &same,
+        ]
+        .concat();
+        for line in engine_bench(ctx, &args)? {
             rows.push((
                 device.into(),
                 field(&line, "size")? as usize,
@@ -432,14 +431,7 @@ fn pipeline_model(
             Command::new(python)
                 .arg(ctx.root.join("tests/bench/pipeline_torch.py"))
                 .arg(&model.dir)
-                .args([
-                    "--sizes",
-                    &model.sizes,
-                    "--steps",
-                    &steps_s,
-                    "--runs",
-                    &runs_s,
-                ]),
+                .args(same),
         )?;
         for line in out.lines().filter(|l| l.starts_with('{')) {
             rows.push((

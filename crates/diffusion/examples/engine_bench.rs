@@ -511,11 +511,16 @@ fn gemm_bench() -> Result<(), Box<dyn std::error::Error>> {
         let a = input([m, k], 1, &device);
         let b = input([k, n], 2, &device);
         let wt = input([n, k], 3, &device);
+        let cpu = std::sync::Arc::new(
+            fresco_diffusion::cpu::CpuLinear::from_tensors(wt.clone(), None)
+                .map_err(|e| e.to_string())?,
+        );
         for (name, f) in [
             (
-                "mm",
-                Box::new(|| a.clone().matmul(b.clone())) as Box<dyn Fn() -> Tensor<2>>,
+                "sgemm linear",
+                Box::new(|| cpu.forward(a.clone())) as Box<dyn Fn() -> Tensor<2>>,
             ),
+            ("mm", Box::new(|| a.clone().matmul(b.clone()))),
             (
                 "mm_t",
                 Box::new(|| a.clone().matmul(wt.clone().transpose())),

@@ -2,6 +2,8 @@
 //! channels) and AutoencoderKL on Burn (the backend is chosen at run time by the device), with the
 //! schedulers and the img2img/inpaint pipelines.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cpu;
 pub mod models;
 pub mod nn;
 pub mod pipeline;

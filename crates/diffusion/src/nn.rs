@@ -26,11 +26,25 @@ fn f32_of(t: &Tensor<1>) -> Tensor<1> {
 
 use crate::weights::{WeightsError, store::Weights};
 
-/// `torch.nn.Linear`. The weight is kept as Burn wants it, `[in, out]`.
+/// `torch.nn.Linear`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    pub weight: Tensor<2>,
-    pub bias: Option<Tensor<1>>,
+    kind: LinearKind,
+}
+
+#[derive(Debug, Clone)]
+// Burn's tensor handles are large (~600 bytes) and a model has a few hundred Linears: not worth a
+// box per layer.
+#[allow(clippy::large_enum_variant)]
+enum LinearKind {
+    /// Burn's `linear` on the device; the weight kept as Burn wants it, `[in, out]`.
+    Device {
+        weight: Tensor<2>,
+        bias: Option<Tensor<1>>,
+    },
+    /// The CPU device in f32: sgemm (see `crate::cpu`).
+    #[cfg(not(target_arch = "wasm32"))]
+    Cpu(std::sync::Arc<crate::cpu::CpuLinear>),
 }
 
 impl Linear {
@@ -42,19 +56,48 @@ impl Linear {
         d_out: usize,
         bias: bool,
     ) -> Result<Self, WeightsError> {
-        let weight = w
-            .take::<2>(&format!("{prefix}.weight"), [d_out, d_in])?
-            .transpose();
+        let weight = w.take::<2>(&format!("{prefix}.weight"), [d_out, d_in])?;
         let bias = if bias {
             Some(w.take::<1>(&format!("{prefix}.bias"), [d_out])?)
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        #[cfg(not(target_arch = "wasm32"))]
+        if w.holds_values() && crate::cpu::takes_sgemm(w.device(), weight.dtype()) {
+            let cpu = crate::cpu::CpuLinear::from_tensors(weight, bias)
+                .map_err(|e| WeightsError::Config(format!("{prefix}: {e}")))?;
+            return Ok(Linear {
+                kind: LinearKind::Cpu(std::sync::Arc::new(cpu)),
+            });
+        }
+        Ok(Linear {
+            kind: LinearKind::Device {
+                weight: weight.transpose(),
+                bias,
+            },
+        })
+    }
+
+    /// The layer computing only outputs `start..start + len` (as diffusers' `chunk` takes a
+    /// projection apart).
+    pub fn outputs(&self, start: usize, len: usize) -> Linear {
+        let kind = match &self.kind {
+            LinearKind::Device { weight, bias } => LinearKind::Device {
+                weight: weight.clone().narrow(1, start, len),
+                bias: bias.clone().map(|b| b.narrow(0, start, len)),
+            },
+            #[cfg(not(target_arch = "wasm32"))]
+            LinearKind::Cpu(cpu) => LinearKind::Cpu(std::sync::Arc::new(cpu.rows(start, len))),
+        };
+        Linear { kind }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.clone(), self.bias.clone())
+        match &self.kind {
+            LinearKind::Device { weight, bias } => linear(x, weight.clone(), bias.clone()),
+            #[cfg(not(target_arch = "wasm32"))]
+            LinearKind::Cpu(cpu) => cpu.forward(x),
+        }
     }
 }
 

@@ -89,13 +89,9 @@ impl GegluFeedForward {
     fn load(w: &mut Weights, p: &str, dim: usize) -> Result<Self, WeightsError> {
         let inner = dim * 4;
         let proj = Linear::load(w, &format!("{p}.net.0.proj"), dim, inner * 2, true)?;
-        let half = |start: usize| Linear {
-            weight: proj.weight.clone().narrow(1, start, inner),
-            bias: proj.bias.clone().map(|b| b.narrow(0, start, inner)),
-        };
         Ok(GegluFeedForward {
-            hidden: half(0),
-            gate: half(inner),
+            hidden: proj.outputs(0, inner),
+            gate: proj.outputs(inner, inner),
             out: Linear::load(w, &format!("{p}.net.2"), inner, dim, true)?,
         })
     }

@@ -169,6 +169,12 @@ impl Weights {
         &self.device
     }
 
+    /// False for a shapes-only store, whose tensors are one broadcast value (never to be
+    /// materialised).
+    pub fn holds_values(&self) -> bool {
+        !self.synthesize.as_ref().is_some_and(|s| s.shapes_only)
+    }
+
     pub fn precision(&self) -> Precision {
         self.precision
     }
