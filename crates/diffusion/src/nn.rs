@@ -78,18 +78,20 @@ impl Linear {
         })
     }
 
-    /// The layer computing only outputs `start..start + len` (as diffusers' `chunk` takes a
-    /// projection apart).
-    pub fn outputs(&self, start: usize, len: usize) -> Linear {
-        let kind = match &self.kind {
-            LinearKind::Device { weight, bias } => LinearKind::Device {
-                weight: weight.clone().narrow(1, start, len),
-                bias: bias.clone().map(|b| b.narrow(0, start, len)),
-            },
+    /// diffusers' GEGLU on this layer's output: `hidden, gate = proj(x).chunk(2, dim=-1)`, then
+    /// `hidden · gelu(gate)` (exact gelu).
+    pub fn geglu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match &self.kind {
+            LinearKind::Device { .. } => {
+                let h = self.forward(x);
+                let half = h.dims()[D - 1] / 2;
+                let hidden = h.clone().narrow(D - 1, 0, half);
+                let gate = h.narrow(D - 1, half, half);
+                hidden * activation::gelu(gate)
+            }
             #[cfg(not(target_arch = "wasm32"))]
-            LinearKind::Cpu(cpu) => LinearKind::Cpu(std::sync::Arc::new(cpu.rows(start, len))),
-        };
-        Linear { kind }
+            LinearKind::Cpu(cpu) => cpu.geglu(x),
+        }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
@@ -104,10 +106,22 @@ impl Linear {
 /// `torch.nn.Conv2d` with square kernels, equal padding on all sides and no groups.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    pub weight: Tensor<4>,
-    pub bias: Option<Tensor<1>>,
-    pub stride: usize,
-    pub padding: usize,
+    kind: ConvKind,
+}
+
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // as LinearKind
+enum ConvKind {
+    /// Burn's `conv2d` on the device.
+    Device {
+        weight: Tensor<4>,
+        bias: Option<Tensor<1>>,
+        stride: usize,
+        padding: usize,
+    },
+    /// The CPU device in f32: im2col + sgemm (see `crate::cpu`).
+    #[cfg(not(target_arch = "wasm32"))]
+    Cpu(std::sync::Arc<crate::cpu::CpuConv2d>),
 }
 
 impl Conv2d {
@@ -120,17 +134,49 @@ impl Conv2d {
         stride: usize,
         padding: usize,
     ) -> Result<Self, WeightsError> {
+        let weight = w.take::<4>(&format!("{prefix}.weight"), [c_out, c_in, kernel, kernel])?;
+        let bias = Some(w.take::<1>(&format!("{prefix}.bias"), [c_out])?);
+        #[cfg(not(target_arch = "wasm32"))]
+        if w.holds_values() && crate::cpu::takes_sgemm(w.device(), weight.dtype()) {
+            let cpu = crate::cpu::CpuConv2d::from_tensors(weight, bias, stride, padding)
+                .map_err(|e| WeightsError::Config(format!("{prefix}: {e}")))?;
+            return Ok(Conv2d {
+                kind: ConvKind::Cpu(std::sync::Arc::new(cpu)),
+            });
+        }
         Ok(Conv2d {
-            weight: w.take::<4>(&format!("{prefix}.weight"), [c_out, c_in, kernel, kernel])?,
-            bias: Some(w.take::<1>(&format!("{prefix}.bias"), [c_out])?),
-            stride,
-            padding,
+            kind: ConvKind::Device {
+                weight,
+                bias,
+                stride,
+                padding,
+            },
         })
     }
 
+    /// The float type the layer computes in (inputs are cast to it).
+    pub fn dtype(&self) -> DType {
+        match &self.kind {
+            ConvKind::Device { weight, .. } => weight.dtype(),
+            #[cfg(not(target_arch = "wasm32"))]
+            ConvKind::Cpu(_) => DType::F32,
+        }
+    }
+
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
-        conv2d(x, self.weight.clone(), self.bias.clone(), options)
+        match &self.kind {
+            ConvKind::Device {
+                weight,
+                bias,
+                stride,
+                padding,
+            } => {
+                let options = ConvOptions::new([*stride; 2], [*padding; 2], [1, 1], 1);
+                conv2d(x, weight.clone(), bias.clone(), options)
+            }
+            #[cfg(not(target_arch = "wasm32"))]
+            ConvKind::Cpu(cpu) => cpu.forward(x),
+        }
     }
 }
 

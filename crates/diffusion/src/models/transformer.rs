@@ -3,7 +3,7 @@
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, FloatDType, Tensor, activation};
+use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::weights::{WeightsError, store::Weights};
@@ -77,29 +77,22 @@ impl Attention {
 }
 
 /// `FeedForward` with `geglu`: `proj` to twice the inner width, `hidden · gelu(gate)`, back down.
-/// `proj` is kept as its two halves (diffusers' `chunk(2, dim=-1)`), so each comes out of its own
-/// matmul contiguous rather than as two strided views of one wide output.
 struct GegluFeedForward {
-    hidden: Linear,
-    gate: Linear,
+    proj: Linear,
     out: Linear,
 }
 
 impl GegluFeedForward {
     fn load(w: &mut Weights, p: &str, dim: usize) -> Result<Self, WeightsError> {
         let inner = dim * 4;
-        let proj = Linear::load(w, &format!("{p}.net.0.proj"), dim, inner * 2, true)?;
         Ok(GegluFeedForward {
-            hidden: proj.outputs(0, inner),
-            gate: proj.outputs(inner, inner),
+            proj: Linear::load(w, &format!("{p}.net.0.proj"), dim, inner * 2, true)?,
             out: Linear::load(w, &format!("{p}.net.2"), inner, dim, true)?,
         })
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let hidden = self.hidden.forward(x.clone());
-        let gate = self.gate.forward(x);
-        self.out.forward(hidden * activation::gelu(gate))
+        self.out.forward(self.proj.geglu(x))
     }
 }
 

@@ -341,7 +341,7 @@ impl AutoencoderKL {
     /// `image`: `[batch, 3, h, w]` in [-1, 1] → the latent distribution at `[batch, z, h/8, w/8]`.
     pub fn encode(&self, image: Tensor<4>) -> LatentDistribution {
         let e = &self.encoder;
-        let mut h = e.conv_in.forward(image.cast(e.conv_in.weight.dtype()));
+        let mut h = e.conv_in.forward(image.cast(e.conv_in.dtype()));
         for (resnets, down) in &e.blocks {
             for r in resnets {
                 h = r.forward(h, None);
@@ -364,7 +364,7 @@ impl AutoencoderKL {
     /// `latents`: `[batch, z, h, w]` (already divided by the scaling factor) → the image.
     pub fn decode(&self, latents: Tensor<4>) -> Tensor<4> {
         let d = &self.decoder;
-        let latents = latents.cast(d.conv_in.weight.dtype());
+        let latents = latents.cast(d.conv_in.dtype());
         let mut h = match &d.post_quant_conv {
             Some(p) => p.forward(latents),
             None => latents,

@@ -262,7 +262,7 @@ impl UNet2DConditionModel {
         let [batch, channels, _, _] = sample.dims();
         let device = sample.device();
         // Inputs in the weights' float type (f16 when the model was loaded in f16).
-        let dtype = self.conv_in.weight.dtype();
+        let dtype = self.conv_in.dtype();
         let sample = sample.cast(dtype);
         let encoder_hidden_states = &encoder_hidden_states.clone().cast(dtype);
         if channels != self.plan.in_channels {
