@@ -335,7 +335,7 @@ struct BenchModel {
     devices: Vec<&'static str>,
 }
 
-/// `cargo xtask bench pipeline`: seconds per whole inpainting, ours on the CPU (burn-flex) and on
+/// `cargo xtask bench pipeline`: seconds per whole inpainting, ours on the CPU and on
 /// wgpu next to diffusers on this CPU (when the venv exists), same model folder, inputs and
 /// sizes: the tiny fixtures at `sizes`, and a mid-size SDXL-inpainting pipeline (written by
 /// `engine_bench write-mid`, random weights) at `mid_sizes` — on wgpu only at `mid_wgpu_sizes`,
@@ -448,7 +448,7 @@ fn pipeline_model(
         .devices
         .iter()
         .map(|d| match *d {
-            "cpu" => "ours CPU (burn-flex)".to_string(),
+            "cpu" => "ours CPU".to_string(),
             _ => "ours wgpu (lavapipe)".to_string(),
         })
         .collect();

@@ -19,7 +19,7 @@ use fresco_protocol::endpoints::inpaint::{DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_IN
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum DeviceArg {
-    /// Burn's CPU backend (burn-flex) (f32).
+    /// The CPU: Burn's burn-flex backend with our sgemm kernels (f32).
     Cpu,
     /// wgpu: Vulkan, Metal or DX12 (f16 with --f16 where the adapter has shader-f16).
     Wgpu,

@@ -19,8 +19,8 @@ enum Storage {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Where fal-ai/inpaint runs: Burn's CPU backend (burn-flex), or wgpu (Vulkan, Metal,
-    /// DX12).
+    /// Where fal-ai/inpaint runs: the CPU (Burn's burn-flex backend with our sgemm kernels), or
+    /// wgpu (Vulkan, Metal, DX12).
     #[arg(long, value_enum, default_value = "cpu")]
     device: crate::generate::DeviceArg,
     /// Weights and maths in f16 on wgpu adapters with shader-f16.

@@ -6,8 +6,8 @@
 //! - `engine_bench write-mid --out DIR`: a whole SDXL-inpainting pipeline folder around that UNet
 //!   (mid-size text encoders and VAE, the real CLIP tokenizers), random weights, so diffusers can
 //!   time the same models with the same weights;
-//! - `engine_bench gemm`: GFLOP/s of the CPU device's matmul on the UNet's shapes (plain,
-//!   transposed right-hand side as `Linear` holds it, through `linear`, batched);
+//! - `engine_bench gemm`: GFLOP/s on the UNet's linear-layer shapes of our CPU `Linear` (sgemm)
+//!   and of Burn's CPU matmul (plain, transposed right-hand side, through `linear`, batched);
 //! - `engine_bench rss --out FILE`: writes a checkpoint shaped like SDXL-inpaint's UNet (fp16,
 //!   random, 5.1 GB), then streams it through the loader and reports the peak resident memory over
 //!   the baseline next to the largest tensor;
@@ -511,10 +511,8 @@ fn gemm_bench() -> Result<(), Box<dyn std::error::Error>> {
         let a = input([m, k], 1, &device);
         let b = input([k, n], 2, &device);
         let wt = input([n, k], 3, &device);
-        let cpu = std::sync::Arc::new(
-            fresco_diffusion::cpu::CpuLinear::from_tensors(wt.clone(), None)
-                .map_err(|e| e.to_string())?,
-        );
+        let cpu = fresco_diffusion::cpu::CpuLinear::from_tensors(wt.clone(), None)
+            .map_err(|e| e.to_string())?;
         for (name, f) in [
             (
                 "sgemm linear",

@@ -5,16 +5,24 @@
 //! feed-forwards). Burn's CPU backend (burn-flex) multiplies with the `gemm` crate, which on this
 //! project's 2-core AVX2 machine runs those shapes (512–2048 tokens × 128–2048 features) at
 //! 30–44 GFLOP/s, where `matrixmultiply`'s sgemm runs them at 74–79 — as fast as PyTorch's MKL
-//! there (`engine_bench gemm` prints both). So on the CPU device, in f32, a `Linear` keeps its
-//! weight as plain row-major floats (PyTorch's `[out, in]`, not a Burn tensor, so the weights are
-//! held once) and multiplies with sgemm; the input and output cross into Burn without copies
-//! (burn-flex hands over a uniquely owned contiguous buffer and adopts a `Vec`).
+//! there (`engine_bench gemm` prints both). So on the CPU device, in f32, `Linear` and `Conv2d` keep
+//! their weights as plain row-major floats (not Burn tensors, so the weights are held once) and
+//! multiply with sgemm; the input and output cross into Burn without copies (burn-flex hands over
+//! a uniquely owned contiguous buffer and adopts a `Vec`).
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
-/// Whether `Linear`s built on `device` in `dtype` take the sgemm path.
-pub fn takes_sgemm(device: &Device, dtype: DType) -> bool {
-    dtype == DType::F32 && *device == Device::flex()
+use crate::weights::store::Weights;
+
+/// Whether `device` is the CPU device (burn-flex).
+pub fn is_cpu(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
+/// Whether layers built from `w` with parameters of `dtype` take the sgemm path: real values (not
+/// a shapes-only store, whose broadcast tensors must never be materialised), f32, on the CPU.
+pub fn takes_sgemm(w: &Weights, dtype: DType) -> bool {
+    w.holds_values() && dtype == DType::F32 && is_cpu(w.device())
 }
 
 /// A linear layer's parameters on the CPU: `weight_t` is `[in, out]` row-major (the transpose of

@@ -63,7 +63,7 @@ impl Linear {
             None
         };
         #[cfg(not(target_arch = "wasm32"))]
-        if w.holds_values() && crate::cpu::takes_sgemm(w.device(), weight.dtype()) {
+        if crate::cpu::takes_sgemm(w, weight.dtype()) {
             let cpu = crate::cpu::CpuLinear::from_tensors(weight, bias)
                 .map_err(|e| WeightsError::Config(format!("{prefix}: {e}")))?;
             return Ok(Linear {
@@ -137,7 +137,7 @@ impl Conv2d {
         let weight = w.take::<4>(&format!("{prefix}.weight"), [c_out, c_in, kernel, kernel])?;
         let bias = Some(w.take::<1>(&format!("{prefix}.bias"), [c_out])?);
         #[cfg(not(target_arch = "wasm32"))]
-        if w.holds_values() && crate::cpu::takes_sgemm(w.device(), weight.dtype()) {
+        if crate::cpu::takes_sgemm(w, weight.dtype()) {
             let cpu = crate::cpu::CpuConv2d::from_tensors(weight, bias, stride, padding)
                 .map_err(|e| WeightsError::Config(format!("{prefix}: {e}")))?;
             return Ok(Conv2d {

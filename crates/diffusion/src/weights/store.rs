@@ -36,7 +36,7 @@ impl Precision {
 /// GPU adapter with `shader-f16`), f32 elsewhere (CPUs, SwiftShader in headless Chromium).
 pub fn preferred_precision(device: &Device) -> Precision {
     #[cfg(not(target_arch = "wasm32"))]
-    let cpu = *device == Device::flex();
+    let cpu = crate::cpu::is_cpu(device);
     #[cfg(target_arch = "wasm32")]
     let cpu = false;
     if !cpu && device.supports_dtype(FloatDType::F16) {
