@@ -478,9 +478,27 @@ fn pipeline(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                     image: &image,
                     mask: &mask,
                 };
-                let out = pipe.generate(task, &req, &mut |_, _| true).await?;
+                // When each step ended: what comes before the first step (text encoding, VAE
+                // encoding) and after the last (VAE decoding) is told apart from the steps.
+                let mut marks = Vec::with_capacity(steps);
+                let out = pipe
+                    .generate(task, &req, &mut |_, _| {
+                        marks.push(t.elapsed().as_secs_f64());
+                        true
+                    })
+                    .await?;
                 std::hint::black_box(out);
                 let secs = t.elapsed().as_secs_f64();
+                if let (Some(first), Some(last)) = (marks.first(), marks.last()) {
+                    let step = (last - first) / (marks.len().max(2) - 1) as f64;
+                    eprintln!(
+                        "{device_name} {size}px run {run}: {secs:.2} s = before the steps {:.2} s + \
+                         {} steps of {step:.2} s + after the steps {:.2} s",
+                        first - step,
+                        marks.len(),
+                        secs - last
+                    );
+                }
                 if run > 0 {
                     times.push(secs);
                 } else {

@@ -1,8 +1,8 @@
 //! The layers the models are built from, holding their weights as Burn tensors loaded by name
 //! from a checkpoint (PyTorch layouts and names), and running Burn's own ops.
 
-use burn::tensor::module::{conv2d, embedding, layer_norm, linear};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::{attention as burn_attention, conv2d, embedding, layer_norm, linear};
+use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
 use burn::tensor::{DType, FloatDType, Int, Tensor, activation};
 
 /// Runs `f` in f32 on an f16 (or bf16) tensor and casts the result back: for normalisations,
@@ -211,6 +211,9 @@ pub struct GroupNorm {
     pub beta: Tensor<1>,
     pub groups: usize,
     pub eps: f64,
+    /// On the CPU device in f32: gamma and beta as floats, for the fused kernel (`crate::cpu`).
+    #[cfg(not(target_arch = "wasm32"))]
+    cpu: Option<std::sync::Arc<(Vec<f32>, Vec<f32>)>>,
 }
 
 impl GroupNorm {
@@ -226,16 +229,47 @@ impl GroupNorm {
                 "{prefix}: {channels} channels cannot be split into {groups} groups"
             )));
         }
+        let gamma = w.take::<1>(&format!("{prefix}.weight"), [channels])?;
+        let beta = w.take::<1>(&format!("{prefix}.bias"), [channels])?;
+        #[cfg(not(target_arch = "wasm32"))]
+        let cpu = if crate::cpu::takes_sgemm(w, gamma.dtype()) {
+            let floats = |t: &Tensor<1>| {
+                crate::cpu::floats(t.clone())
+                    .map_err(|e| WeightsError::Config(format!("{prefix}: {e}")))
+            };
+            Some(std::sync::Arc::new((floats(&gamma)?, floats(&beta)?)))
+        } else {
+            None
+        };
         Ok(GroupNorm {
-            gamma: w.take::<1>(&format!("{prefix}.weight"), [channels])?,
-            beta: w.take::<1>(&format!("{prefix}.bias"), [channels])?,
+            gamma,
+            beta,
             groups,
             eps,
+            #[cfg(not(target_arch = "wasm32"))]
+            cpu,
         })
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        in_f32(x, |x| {
+        self.run(x, false)
+    }
+
+    /// `silu(group_norm(x))`, as every ResNet block and the models' output heads apply it: one
+    /// fused pass on the CPU.
+    pub fn forward_silu(&self, x: Tensor<4>) -> Tensor<4> {
+        self.run(x, true)
+    }
+
+    fn run(&self, x: Tensor<4>, silu: bool) -> Tensor<4> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(params) = &self.cpu
+            && x.dtype() == DType::F32
+        {
+            let (gamma, beta) = &**params;
+            return crate::cpu::group_norm(x, self.groups, gamma, beta, self.eps, silu);
+        }
+        let y = in_f32(x, |x| {
             let [b, c, h, w] = x.dims();
             let grouped = x.reshape([b, self.groups, (c / self.groups) * h * w]);
             let (var, mean) = grouped.clone().var_mean_bias(2);
@@ -243,8 +277,52 @@ impl GroupNorm {
             let normed = normed.reshape([b, c, h, w]);
             normed * f32_of(&self.gamma).reshape([1, c, 1, 1])
                 + f32_of(&self.beta).reshape([1, c, 1, 1])
-        })
+        });
+        if silu { activation::silu(y) } else { y }
     }
+}
+
+/// Scaled dot-product attention (no mask, scale 1/√head_dim) with the heads side by side, as the
+/// projections produce and consume them: `q` `[batch, n, heads · d]`, `k` and `v`
+/// `[batch, m, heads · d]` → `[batch, n, heads · d]`. Scores and softmax in f32 when `upcast` is
+/// set and the inputs are f16 (diffusers' `upcast_attention`, and the VAE, whose scores over
+/// (h·w)² positions overflow f16).
+pub fn attention(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    upcast: bool,
+) -> Tensor<3> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if q.dtype() == DType::F32 && crate::cpu::is_cpu(&q.device()) {
+        return crate::cpu::attention(q, k, v, heads);
+    }
+    let [b, n, inner] = q.dims();
+    let m = k.dims()[1];
+    let d = inner / heads;
+    let split = |t: Tensor<3>, len: usize| t.reshape([b, len, heads, d]).swap_dims(1, 2);
+    let (q, k, v) = (split(q, n), split(k, m), split(v, m));
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: false,
+    };
+    let dtype = q.dtype();
+    let out = if upcast && dtype != DType::F32 {
+        burn_attention(
+            q.cast(FloatDType::F32),
+            k.cast(FloatDType::F32),
+            v.cast(FloatDType::F32),
+            None,
+            None,
+            options,
+        )
+        .cast(dtype)
+    } else {
+        burn_attention(q, k, v, None, None, options)
+    };
+    out.swap_dims(1, 2).reshape([b, n, inner])
 }
 
 /// `torch.nn.Embedding`.

@@ -1,9 +1,9 @@
 //! diffusers' `ResnetBlock2D` (time-conditioned in the UNet, without time in the VAE) and the
 //! `Downsample2D` / `Upsample2D` between resolutions.
 
+use burn::tensor::Tensor;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Tensor, activation};
 
 use crate::nn::{Conv2d, GroupNorm, Linear};
 use crate::weights::{WeightsError, store::Weights};
@@ -61,15 +61,13 @@ impl ResnetBlock2D {
 
     /// `temb`: the time embedding, already through the SiLU every block applies to it.
     pub fn forward(&self, x: Tensor<4>, temb: Option<&Tensor<2>>) -> Tensor<4> {
-        let mut h = self
-            .conv1
-            .forward(activation::silu(self.norm1.forward(x.clone())));
+        let mut h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(t.clone());
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(activation::silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(self.norm2.forward_silu(h));
         let x = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,

@@ -1,11 +1,9 @@
 //! diffusers' `Transformer2DModel` (continuous input) with its `BasicTransformerBlock`s: self
 //! attention, cross attention on the text embeddings, and a GEGLU feed-forward.
 
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, FloatDType, Tensor};
+use burn::tensor::Tensor;
 
-use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
+use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear, attention};
 use crate::weights::{WeightsError, store::Weights};
 
 /// diffusers' `Attention` as the UNet uses it: no q/k/v biases, an output projection with bias.
@@ -42,37 +40,12 @@ impl Attention {
 
     /// `x`: `[batch, n, query_dim]`; `context`: `[batch, m, context_dim]` (or `x` itself).
     pub fn forward(&self, x: Tensor<3>, context: Option<Tensor<3>>) -> Tensor<3> {
-        let [b, n, _] = x.dims();
         let context = context.unwrap_or_else(|| x.clone());
-        let m = context.dims()[1];
         let q = self.to_q.forward(x);
         let k = self.to_k.forward(context.clone());
         let v = self.to_v.forward(context);
-        let inner = q.dims()[2];
-        let d = inner / self.heads;
-        let split = |t: Tensor<3>, len: usize| t.reshape([b, len, self.heads, d]).swap_dims(1, 2);
-        let (q, k, v) = (split(q, n), split(k, m), split(v, m));
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: false,
-        };
-        let dtype = q.dtype();
-        let out = if self.upcast && dtype != DType::F32 {
-            attention(
-                q.cast(FloatDType::F32),
-                k.cast(FloatDType::F32),
-                v.cast(FloatDType::F32),
-                None,
-                None,
-                options,
-            )
-            .cast(dtype)
-        } else {
-            attention(q, k, v, None, None, options)
-        };
         self.to_out
-            .forward(out.swap_dims(1, 2).reshape([b, n, inner]))
+            .forward(attention(q, k, v, self.heads, self.upcast))
     }
 }
 

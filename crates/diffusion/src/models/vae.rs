@@ -1,13 +1,11 @@
 //! diffusers' `AutoencoderKL`: the encoder (image → latent mean and log-variance) and the decoder
 //! (latents → image), any number of blocks, built from `config.json`.
 
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{DType, FloatDType, Tensor, activation};
+use burn::tensor::Tensor;
 use serde::Deserialize;
 
 use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
-use crate::nn::{Conv2d, GroupNorm, Linear};
+use crate::nn::{Conv2d, GroupNorm, Linear, attention};
 use crate::weights::WeightsError;
 use crate::weights::store::{Precision, Weights};
 
@@ -122,33 +120,14 @@ impl SpatialAttention {
         let [b, c, h, w] = x.dims();
         let residual = x.clone();
         let t = self.norm.forward(x).reshape([b, c, h * w]).swap_dims(1, 2);
-        let heads = |t: Tensor<3>| t.reshape([b, 1, h * w, c]);
         let (q, k, v) = (
-            heads(self.q.forward(t.clone())),
-            heads(self.k.forward(t.clone())),
-            heads(self.v.forward(t)),
+            self.q.forward(t.clone()),
+            self.k.forward(t.clone()),
+            self.v.forward(t),
         );
-        let options = AttentionModuleOptions {
-            scale: None,
-            softcap: None,
-            is_causal: false,
-        };
         // Scores over up to (h·w)² positions overflow f16: always in f32, as diffusers upcasts.
-        let dtype = q.dtype();
-        let a = if dtype == DType::F32 {
-            attention(q, k, v, None, None, options)
-        } else {
-            attention(
-                q.cast(FloatDType::F32),
-                k.cast(FloatDType::F32),
-                v.cast(FloatDType::F32),
-                None,
-                None,
-                options,
-            )
-            .cast(dtype)
-        };
-        let a = self.out.forward(a.reshape([b, h * w, c]));
+        let a = attention(q, k, v, 1, true);
+        let a = self.out.forward(a);
         a.swap_dims(1, 2).reshape([b, c, h, w]) + residual
     }
 }
@@ -351,7 +330,7 @@ impl AutoencoderKL {
             }
         }
         h = e.mid.forward(h);
-        h = e.conv_out.forward(activation::silu(e.norm_out.forward(h)));
+        h = e.conv_out.forward(e.norm_out.forward_silu(h));
         if let Some(q) = &e.quant_conv {
             h = q.forward(h);
         }
@@ -380,7 +359,7 @@ impl AutoencoderKL {
                 h = u.forward(h, [hh * 2, ww * 2]);
             }
         }
-        d.conv_out.forward(activation::silu(d.norm_out.forward(h)))
+        d.conv_out.forward(d.norm_out.forward_silu(h))
     }
 }
 

@@ -360,7 +360,7 @@ impl UNet2DConditionModel {
                 h = upsample.forward(h, [sh, sw]);
             }
         }
-        let h = activation::silu(self.conv_norm_out.forward(h));
+        let h = self.conv_norm_out.forward_silu(h);
         Ok(self.conv_out.forward(h))
     }
 }

@@ -1,0 +1,112 @@
+//! The CPU device's hot kernels: `Linear` layers (and GEGLU) as one `sgemm` of `matrixmultiply`,
+//! and convolutions as im2col + sgemm.
+//!
+//! Most of a UNet's time on the CPU is its linear layers (the transformer blocks' projections and
+//! feed-forwards). Burn's CPU backend (burn-flex) multiplies with the `gemm` crate, which on this
+//! project's 2-core AVX2 machine runs those shapes (512–2048 tokens × 128–2048 features) at
+//! 30–44 GFLOP/s, where `matrixmultiply`'s sgemm runs them at 74–79 — as fast as PyTorch's MKL
+//! there (`engine_bench gemm` prints both). So on the CPU device, in f32, `Linear` and `Conv2d` keep
+//! their weights as plain row-major floats (not Burn tensors, so the weights are held once) and
+//! multiply with sgemm; the input and output cross into Burn without copies (burn-flex hands over
+//! a uniquely owned contiguous buffer and adopts a `Vec`).
+
+use burn::tensor::{DType, Device, Tensor};
+
+use crate::weights::store::Weights;
+
+/// Whether `device` is the CPU device (burn-flex).
+pub fn is_cpu(device: &Device) -> bool {
+    *device == Device::flex()
+}
+
+/// Whether layers built from `w` with parameters of `dtype` take the sgemm path: real values (not
+/// a shapes-only store, whose broadcast tensors must never be materialised), f32, on the CPU.
+pub fn takes_sgemm(w: &Weights, dtype: DType) -> bool {
+    w.holds_values() && dtype == DType::F32 && is_cpu(w.device())
+}
+
+mod attention;
+mod conv;
+mod linear;
+mod math;
+mod norm;
+
+pub use attention::attention;
+pub use conv::CpuConv2d;
+pub use linear::CpuLinear;
+pub use math::{erf, exp, gelu, silu};
+pub use norm::group_norm;
+
+use rayon::prelude::*;
+
+/// Below this many output floats a pass runs on the calling thread: the pool's hand-off costs
+/// more than the work.
+pub(crate) const SERIAL_FLOATS: usize = 1 << 15;
+
+/// `f(source row, destination row)` for every row, on the thread pool when there is enough work.
+pub(crate) fn parallel_rows(
+    src: &[f32],
+    dst: &mut [f32],
+    src_width: usize,
+    dst_width: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync + Send,
+) {
+    let (src_width, dst_width) = (src_width.max(1), dst_width.max(1));
+    if dst.len() < SERIAL_FLOATS {
+        for (s, d) in src
+            .chunks_exact(src_width)
+            .zip(dst.chunks_exact_mut(dst_width))
+        {
+            f(s, d);
+        }
+        return;
+    }
+    // Rows in runs of at least SERIAL_FLOATS outputs, so a task is never a sliver.
+    let min_rows = SERIAL_FLOATS.div_ceil(dst_width);
+    src.par_chunks_exact(src_width)
+        .zip(dst.par_chunks_exact_mut(dst_width))
+        .with_min_len(min_rows)
+        .for_each(|(s, d)| f(s, d));
+}
+
+/// `f(index, chunk)` for every `len`-float chunk of `data`, in place, on the thread pool when
+/// there is enough work.
+pub(crate) fn parallel_chunks(
+    data: &mut [f32],
+    len: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    let len = len.max(1);
+    if data.len() < SERIAL_FLOATS {
+        data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.par_chunks_mut(len)
+            .enumerate()
+            .with_min_len(SERIAL_FLOATS.div_ceil(len))
+            .for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// An activation's values as an owned row-major `Vec` (burn-flex hands its buffer over when the
+/// tensor is uniquely owned and contiguous, and copies otherwise).
+pub(crate) fn activations<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .expect("the CPU kernels are taken only for f32 tensors")
+}
+
+pub(crate) fn floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("expected f32 weights: {e:?}"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// Deterministic test values in [-1, 1).
+    pub fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+}
