@@ -1,14 +1,18 @@
-//! Convolutions as im2col + sgemm.
+//! Convolutions: 3×3 with stride 1 and padding 1 by Winograd's F(2×2, 3×3) (`winograd.rs`), all
+//! others as im2col + sgemm.
 
 use burn::tensor::{Tensor, TensorData};
 
+use super::winograd::Winograd;
 use super::{activations, floats, parallel_chunks};
 
 /// A convolution's parameters on the CPU: `weight` is `[out, in, k, k]` row-major (PyTorch's), that
-/// is the `out × (in·k·k)` left-hand side of the im2col product.
+/// is the `out × (in·k·k)` left-hand side of the im2col product — or, for a 3×3 stride-1 padding-1
+/// convolution, empty, the weight being held transformed in `winograd` instead.
 #[derive(Debug)]
 pub struct CpuConv2d {
     pub weight: Vec<f32>,
+    winograd: Option<Winograd>,
     pub bias: Option<Vec<f32>>,
     pub c_in: usize,
     pub c_out: usize,
@@ -29,8 +33,15 @@ impl CpuConv2d {
         padding: usize,
     ) -> Result<Self, String> {
         let [c_out, c_in, kernel, _] = weight.dims();
+        let mut weight = floats(weight)?;
+        let winograd = (kernel == 3 && stride == 1 && padding == 1).then(|| {
+            let w = Winograd::new(&weight, c_out, c_in);
+            weight = Vec::new();
+            w
+        });
         Ok(CpuConv2d {
-            weight: floats(weight)?,
+            weight,
+            winograd,
             bias: bias.map(floats).transpose()?,
             c_in,
             c_out,
@@ -60,6 +71,18 @@ impl CpuConv2d {
                 (0..batch).for_each(|_| b.iter().for_each(|v| out.resize(out.len() + plane, *v)))
             }
             None => out.resize(batch * self.c_out * plane, 0.0),
+        }
+        if let Some(winograd) = &self.winograd
+            && c * h * w > 0
+            && plane > 0
+        {
+            for (image, out) in input
+                .chunks_exact(c * h * w)
+                .zip(out.chunks_exact_mut(self.c_out * plane))
+            {
+                winograd.forward_image(image, h, w, out);
+            }
+            return Tensor::from_data(TensorData::new(out, [batch, self.c_out, ho, wo]), &device);
         }
         let beta = if self.bias.is_some() { 1.0 } else { 0.0 };
         let depth = c * k * k;

@@ -30,6 +30,7 @@ mod conv;
 mod linear;
 mod math;
 mod norm;
+mod winograd;
 
 pub use attention::attention;
 pub use conv::CpuConv2d;
