@@ -1,14 +1,21 @@
-//! The CPU device's hot kernels: `Linear` layers (and GEGLU) as one `sgemm` of `matrixmultiply`,
-//! and convolutions as im2col + sgemm.
+//! The CPU device's hot kernels, in f32, native only:
 //!
-//! Most of a UNet's time on the CPU is its linear layers (the transformer blocks' projections and
-//! feed-forwards). Burn's CPU backend (burn-flex) multiplies with the `gemm` crate, which on this
-//! project's 2-core AVX2 machine runs those shapes (512–2048 tokens × 128–2048 features) at
-//! 30–44 GFLOP/s, where `matrixmultiply`'s sgemm runs them at 74–79 — as fast as PyTorch's MKL
-//! there (`engine_bench gemm` prints both). So on the CPU device, in f32, `Linear` and `Conv2d` keep
-//! their weights as plain row-major floats (not Burn tensors, so the weights are held once) and
-//! multiply with sgemm; the input and output cross into Burn without copies (burn-flex hands over
-//! a uniquely owned contiguous buffer and adopts a `Vec`).
+//! - `linear.rs`: `Linear` layers (and GEGLU, fused after the product) as one `sgemm` of
+//!   `matrixmultiply`;
+//! - `winograd.rs`: 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3); `conv.rs`: the others
+//!   as im2col + sgemm;
+//! - `attention.rs`: scaled dot-product attention as two strided sgemms per head, a blocked
+//!   softmax between them;
+//! - `norm.rs`: GroupNorm fused with the SiLU that follows it;
+//! - `math.rs`: `exp`, `erf`, `gelu`, `silu`, written so that the loops over them vectorise.
+//!
+//! Why: burn-flex multiplies with the `gemm` crate, which on this project's 2-core machine (AMD
+//! EPYC, Zen 1: AVX2 at 128 bits a cycle, 16 flops per cycle and core at most) runs the UNet's
+//! shapes at 30–44 GFLOP/s where `matrixmultiply` runs them at 74–79, as fast as PyTorch's MKL
+//! there (`engine_bench gemm` prints both); and its element-wise ops are a pass over memory each.
+//! So on the CPU device, in f32, the layers keep their weights as plain row-major floats (not
+//! Burn tensors, so the weights are held once), and inputs and outputs cross into Burn without
+//! copies (burn-flex hands over a uniquely owned contiguous buffer and adopts a `Vec`).
 
 use burn::tensor::{DType, Device, Tensor};
 

@@ -86,11 +86,17 @@ impl Winograd {
         for ty0 in (0..tiles_y).step_by(band) {
             let rows = band.min(tiles_y - ty0);
             let t_count = rows * tiles_x;
+            let this = Band {
+                h,
+                w,
+                ty0,
+                rows,
+                tiles_x,
+                tiles,
+            };
             v.par_chunks_mut(16 * tiles)
                 .zip(image.par_chunks(h * w))
-                .for_each(|(v, channel)| {
-                    transform_input(channel, h, w, ty0, rows, tiles_x, tiles, v)
-                });
+                .for_each(|(v, channel)| transform_input(channel, this, v));
             for xi in 0..16 {
                 // mᵀ_ξ (t × c_out) = vᵀ_ξ (t × c_in) · uᵀ_ξ (c_in × c_out): the tiles are the
                 // left-hand side, which sgemm's threads pack in parallel.
@@ -119,30 +125,33 @@ impl Winograd {
             }
             out.par_chunks_mut(h * w)
                 .zip(m.par_chunks(16 * tiles))
-                .for_each(|(plane, m)| transform_output(m, h, w, ty0, rows, tiles_x, tiles, plane));
+                .for_each(|(plane, m)| transform_output(m, this, plane));
         }
     }
 }
 
-/// `Bᵀ d B` for the tiles of tile rows `ty0..ty0 + rows` of one channel, into its 16 planes `v`
-/// (`tiles` long each, tile `(ty - ty0)·tiles_x + tx`).
-#[allow(clippy::too_many_arguments)]
-fn transform_input(
-    channel: &[f32],
+/// One band of tile rows of an `h × w` image: tile rows `ty0..ty0 + rows`, `tiles_x` tiles per
+/// row, tile `(ty - ty0)·tiles_x + tx` at that index of each of a channel's 16 planes, which are
+/// `tiles` long.
+#[derive(Clone, Copy)]
+struct Band {
     h: usize,
     w: usize,
     ty0: usize,
     rows: usize,
     tiles_x: usize,
     tiles: usize,
-    v: &mut [f32],
-) {
+}
+
+/// `Bᵀ d B` for the band's tiles of one channel, into its 16 planes `v`.
+fn transform_input(channel: &[f32], band: Band, v: &mut [f32]) {
+    let (h, w, ty0, tiles_x, tiles) = (band.h, band.w, band.ty0, band.tiles_x, band.tiles);
     // Input rows with a zero column on the left (x = -1) and zeros past the right edge: a tile
     // at tx reads padded columns 2·tx .. 2·tx + 4.
     let width = 2 * tiles_x + 2;
     let mut d = vec![0.0f32; 4 * width];
     let mut r = vec![0.0f32; 4 * width];
-    for ty in ty0..ty0 + rows {
+    for ty in ty0..ty0 + band.rows {
         for (i, row) in d.chunks_exact_mut(width).enumerate() {
             let y = (2 * ty + i) as isize - 1;
             row.fill(0.0);
@@ -182,22 +191,13 @@ fn transform_input(
     }
 }
 
-/// `Aᵀ m A` for the tiles of tile rows `ty0..ty0 + rows` of one output channel (its 16 planes
-/// `m`), added into the channel's `plane` `[h, w]`.
-#[allow(clippy::too_many_arguments)]
-fn transform_output(
-    m: &[f32],
-    h: usize,
-    w: usize,
-    ty0: usize,
-    rows: usize,
-    tiles_x: usize,
-    tiles: usize,
-    plane: &mut [f32],
-) {
+/// `Aᵀ m A` for the band's tiles of one output channel (its 16 planes `m`), added into the
+/// channel's `plane` `[h, w]`.
+fn transform_output(m: &[f32], band: Band, plane: &mut [f32]) {
+    let (h, w, ty0, tiles_x, tiles) = (band.h, band.w, band.ty0, band.tiles_x, band.tiles);
     let p = |xi: usize| &m[xi * tiles..(xi + 1) * tiles];
     let planes: [&[f32]; 16] = std::array::from_fn(p);
-    for ty in ty0..ty0 + rows {
+    for ty in ty0..ty0 + band.rows {
         let t0 = (ty - ty0) * tiles_x;
         let y = 2 * ty;
         for tx in 0..tiles_x {
