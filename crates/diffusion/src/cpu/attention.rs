@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use rayon::prelude::*;
 
-use super::{SERIAL_FLOATS, activations, exp};
+use super::{SERIAL_FLOATS, SharedMut, activations, exp};
 
 /// The most scores one block of query rows holds.
 const SCORE_TILE_FLOATS: usize = 1 << 20;
@@ -35,72 +35,73 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tens
         return Tensor::from_data(TensorData::new(out, [b, n, inner]), &device);
     }
     let scale = 1.0 / (d as f32).sqrt();
+    // Tasks: (batch, head, block of query rows), spread over the cores; each has its own scores
+    // and writes its own rows of one head's columns of `out`.
     let rows = (SCORE_TILE_FLOATS / m).clamp(1, n);
-    let mut scores = vec![0.0f32; rows * m];
-    let mut sums = vec![0.0f32; rows];
+    let blocks = n.div_ceil(rows);
     let s = inner as isize;
-    for batch in 0..b {
-        for head in 0..heads {
-            // Head `head` of batch `batch`: a column block `d` wide at `head · d`, rows `inner`
-            // apart.
-            let k_at = batch * m * inner + head * d;
-            for r0 in (0..n).step_by(rows) {
-                let r = rows.min(n - r0);
-                let q_at = (batch * n + r0) * inner + head * d;
-                // SAFETY: the q block is r×d with row stride `inner` from q_at, its last element
-                // at q_at + (r-1)·inner + d - 1 < b·n·inner; kᵀ is d×m read from k (element
-                // (i, j) at k_at + j·inner + i, last < b·m·inner); the scores are r×m row-major
-                // in `scores` (r ≤ rows). Nothing aliases; all outlive the call.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        r,
-                        d,
-                        m,
-                        scale,
-                        q.as_ptr().add(q_at),
-                        s,
-                        1,
-                        k.as_ptr().add(k_at),
-                        1,
-                        s,
-                        0.0,
-                        scores.as_mut_ptr(),
-                        m as isize,
-                        1,
-                    );
-                }
-                let block = &mut scores[..r * m];
-                softmax_rows(block, m, &mut sums[..r]);
-                // SAFETY: P is r×m row-major in `scores`; v's head is m×d with row stride
-                // `inner` from k_at (same layout as k); the output block is r×d with row stride
-                // `inner` from q_at inside `out` (same extent as q's block). Nothing aliases.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        r,
-                        m,
-                        d,
-                        1.0,
-                        scores.as_ptr(),
-                        m as isize,
-                        1,
-                        v.as_ptr().add(k_at),
-                        s,
-                        1,
-                        0.0,
-                        out.as_mut_ptr().add(q_at),
-                        s,
-                        1,
-                    );
-                }
-                // The softmax's division, on r×d outputs instead of r×m scores.
-                for (i, sum) in sums[..r].iter().enumerate() {
-                    let row = q_at + i * inner;
-                    let inv = 1.0 / sum;
-                    out[row..row + d].iter_mut().for_each(|o| *o *= inv);
-                }
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    let task = |t: usize| {
+        let (batch, head, block) = (t / (heads * blocks), t / blocks % heads, t % blocks);
+        let r0 = block * rows;
+        let r = rows.min(n - r0);
+        // Head `head` of batch `batch`: a column block `d` wide at `head · d`, rows `inner` apart.
+        let k_at = batch * m * inner + head * d;
+        let q_at = (batch * n + r0) * inner + head * d;
+        let mut scores = vec![0.0f32; r * m];
+        let mut sums = vec![0.0f32; r];
+        // SAFETY: the q block is r×d with row stride `inner` from q_at, its last element at
+        // q_at + (r-1)·inner + d - 1 < b·n·inner; kᵀ is d×m read from k (element (i, j) at
+        // k_at + j·inner + i, last < b·m·inner); the scores are r×m row-major in `scores`.
+        // Nothing aliases; all outlive the call.
+        unsafe {
+            matrixmultiply::sgemm(
+                r,
+                d,
+                m,
+                scale,
+                q.as_ptr().add(q_at),
+                s,
+                1,
+                k.as_ptr().add(k_at),
+                1,
+                s,
+                0.0,
+                scores.as_mut_ptr(),
+                m as isize,
+                1,
+            );
+        }
+        softmax_rows(&mut scores, m, &mut sums);
+        // SAFETY: P is r×m row-major in `scores`; v's head is m×d with row stride `inner` from
+        // k_at (same layout as k); the output block is r×d with row stride `inner` from q_at
+        // inside `out` (same extent as q's block), written by this task alone. The softmax's
+        // division is then applied to those r×d outputs instead of the r×m scores.
+        unsafe {
+            matrixmultiply::sgemm(
+                r,
+                m,
+                d,
+                1.0,
+                scores.as_ptr(),
+                m as isize,
+                1,
+                v.as_ptr().add(k_at),
+                s,
+                1,
+                0.0,
+                out_ptr.ptr().add(q_at),
+                s,
+                1,
+            );
+            for (i, sum) in sums.iter().enumerate() {
+                let row = std::slice::from_raw_parts_mut(out_ptr.ptr().add(q_at + i * inner), d);
+                let inv = 1.0 / sum;
+                row.iter_mut().for_each(|o| *o *= inv);
             }
         }
-    }
+    };
+    (0..b * heads * blocks).into_par_iter().for_each(task);
     Tensor::from_data(TensorData::new(out, [b, n, inner]), &device)
 }
 

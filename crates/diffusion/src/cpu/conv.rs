@@ -4,7 +4,7 @@
 use burn::tensor::{Tensor, TensorData};
 
 use super::winograd::Winograd;
-use super::{activations, floats, parallel_chunks};
+use super::{Operand, SharedMut, activations, floats, parallel_chunks, sgemm};
 
 /// A convolution's parameters on the CPU: `weight` is `[out, in, k, k]` row-major (PyTorch's), that
 /// is the `out × (in·k·k)` left-hand side of the im2col product — or, for a 3×3 stride-1 padding-1
@@ -111,27 +111,22 @@ impl CpuConv2d {
                 };
                 let out_tile = &mut out[n * self.c_out * plane + y0 * wo..];
                 // Computed transposed, outᵀ = columnsᵀ · weightᵀ (pixels × c_out), so that the
-                // large operand is sgemm's left-hand side, which its threads pack in parallel (the
-                // right-hand side is packed by the calling thread alone).
+                // large operand is the left-hand side, whose rows (pixels) the cores split.
                 // SAFETY: A = columnsᵀ is width×depth, element (x, d) at d·width + x (`columns`,
                 // or for a pointwise convolution the image, c×h·w); B = weightᵀ is depth×c_out,
                 // element (d, o) at o·depth + d; C = out_tileᵀ is width×c_out, element (x, o) at
                 // o·plane + x, the last at (c_out-1)·plane + width - 1 < out_tile's length. All
                 // outlive the call and C is exclusively ours.
                 unsafe {
-                    matrixmultiply::sgemm(
+                    sgemm(
                         width,
                         depth,
                         self.c_out,
                         1.0,
-                        b_matrix.as_ptr(),
-                        1,
-                        width as isize,
-                        self.weight.as_ptr(),
-                        1,
-                        depth as isize,
+                        Operand::new(b_matrix, 1, width),
+                        Operand::new(&self.weight, 1, depth),
                         beta,
-                        out_tile.as_mut_ptr(),
+                        SharedMut(out_tile.as_mut_ptr()),
                         1,
                         plane as isize,
                     );

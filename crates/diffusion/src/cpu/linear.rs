@@ -2,7 +2,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::{floats, gelu, parallel_rows};
+use super::{Operand, SharedMut, floats, gelu, parallel_rows, sgemm};
 
 /// A linear layer's parameters on the CPU: `weight_t` is `[in, out]` row-major (the transpose of
 /// PyTorch's `[out, in]`: sgemm packs a row-major right-hand side fastest).
@@ -86,19 +86,15 @@ impl CpuLinear {
             // k×n row-major, C is rows×n row-major and exclusively ours; all three outlive the
             // call.
             unsafe {
-                matrixmultiply::sgemm(
+                sgemm(
                     rows,
                     k,
                     n,
                     1.0,
-                    a.as_ptr(),
-                    k as isize,
-                    1,
-                    self.weight_t.as_ptr(),
-                    n as isize,
-                    1,
+                    Operand::new(a, k, 1),
+                    Operand::new(&self.weight_t, n, 1),
                     beta,
-                    out.as_mut_ptr(),
+                    SharedMut(out.as_mut_ptr()),
                     n as isize,
                     1,
                 );

@@ -13,6 +13,8 @@
 
 use rayon::prelude::*;
 
+use super::SharedMut;
+
 /// The most floats the transformed inputs and products of one band of tile rows take (32 MiB).
 const BAND_FLOATS: usize = 8 << 20;
 
@@ -97,13 +99,14 @@ impl Winograd {
             v.par_chunks_mut(16 * tiles)
                 .zip(image.par_chunks(h * w))
                 .for_each(|(v, channel)| transform_input(channel, this, v));
-            for xi in 0..16 {
-                // mᵀ_ξ (t × c_out) = vᵀ_ξ (t × c_in) · uᵀ_ξ (c_in × c_out): the tiles are the
-                // left-hand side, which sgemm's threads pack in parallel.
+            let m_ptr = SharedMut(m.as_mut_ptr());
+            (0..16).into_par_iter().for_each(|xi| {
+                // mᵀ_ξ (t × c_out) = vᵀ_ξ (t × c_in) · uᵀ_ξ (c_in × c_out), the 16 products
+                // spread over the cores.
                 // SAFETY: A element (t, c) at c·16·tiles + ξ·tiles + t < c_in·16·tiles (t <
                 // t_count ≤ tiles); B element (c, o) at (ξ·c_out + o)·c_in + c < 16·c_out·c_in;
-                // C element (t, o) at o·16·tiles + ξ·tiles + t < c_out·16·tiles. C does not
-                // alias A or B; all outlive the call.
+                // C element (t, o) at o·16·tiles + ξ·tiles + t < c_out·16·tiles, and the tasks
+                // write disjoint ξ planes. C does not alias A or B; all outlive the call.
                 unsafe {
                     matrixmultiply::sgemm(
                         t_count,
@@ -117,12 +120,12 @@ impl Winograd {
                         1,
                         c_in as isize,
                         0.0,
-                        m.as_mut_ptr().add(xi * tiles),
+                        m_ptr.ptr().add(xi * tiles),
                         1,
                         (16 * tiles) as isize,
                     );
                 }
-            }
+            });
             out.par_chunks_mut(h * w)
                 .zip(m.par_chunks(16 * tiles))
                 .for_each(|(plane, m)| transform_output(m, this, plane));
