@@ -16,6 +16,12 @@
 //! So on the CPU device, in f32, the layers keep their weights as plain row-major floats (not
 //! Burn tensors, so the weights are held once), and inputs and outputs cross into Burn without
 //! copies (burn-flex hands over a uniquely owned contiguous buffer and adopts a `Vec`).
+//!
+//! One thread pool: sgemm runs single-threaded and the kernels split their work (rows of a
+//! product, Winograd's 16 products, attention's heads and blocks) across rayon's pool, the one
+//! burn-flex uses too. With matrixmultiply's own threads taking turns with rayon's, two cores ran
+//! the mid-size UNet step only 1.2× faster than one; with one pool, a 32×32 step went from 1150 to
+//! 827 ms.
 
 use burn::tensor::{DType, Device, Tensor};
 
