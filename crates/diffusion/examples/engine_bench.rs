@@ -489,8 +489,9 @@ fn pipeline(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                     .await?;
                 std::hint::black_box(out);
                 let secs = t.elapsed().as_secs_f64();
-                if let (Some(first), Some(last)) = (marks.first(), marks.last()) {
-                    let step = (last - first) / (marks.len().max(2) - 1) as f64;
+                // Two marks at least: with one step, its time cannot be told from what precedes it.
+                if let [first, .., last] = marks[..] {
+                    let step = (last - first) / (marks.len() - 1) as f64;
                     eprintln!(
                         "{device_name} {size}px run {run}: {secs:.2} s = before the steps {:.2} s + \
                          {} steps of {step:.2} s + after the steps {:.2} s",

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::{Operand, SharedMut, floats, gelu, parallel_rows, sgemm};
+use super::{Operand, SharedMut, activations, floats, gelu, parallel_rows, sgemm};
 
 /// A linear layer's parameters on the CPU: `weight_t` is `[in, out]` row-major (the transpose of
 /// PyTorch's `[out, in]`: sgemm packs a row-major right-hand side fastest).
@@ -71,10 +71,7 @@ impl CpuLinear {
             self.d_in
         );
         let rows = dims[..D - 1].iter().product::<usize>();
-        let input = x.into_data();
-        let a = input
-            .as_slice::<f32>()
-            .expect("the sgemm path is taken only for f32 tensors");
+        let a = &activations(x)[..];
         let (k, n) = (self.d_in, self.d_out);
         let mut out = match &self.bias {
             Some(b) => b.repeat(rows),

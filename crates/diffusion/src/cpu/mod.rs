@@ -189,7 +189,7 @@ pub(crate) unsafe fn sgemm(
                 b.rows,
                 b.cols,
                 beta,
-                c.0.offset(i0 as isize * c_rows),
+                c.ptr().offset(i0 as isize * c_rows),
                 c_rows,
                 c_cols,
             );
@@ -205,11 +205,10 @@ pub(crate) unsafe fn sgemm(
 /// An activation's values as an owned row-major `Vec` (burn-flex hands its buffer over when the
 /// tensor is uniquely owned and contiguous, and copies otherwise).
 pub(crate) fn activations<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .expect("the CPU kernels are taken only for f32 tensors")
+    floats(t).expect("the CPU kernels are taken only for f32 tensors")
 }
 
+/// A tensor's values as an owned row-major `Vec`, or why they are not f32.
 pub(crate) fn floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
     t.into_data()
         .try_into_vec::<f32>()

@@ -3,7 +3,7 @@
 //! Through Burn's ops a group norm is a reshape, a variance and mean, a subtraction, a division, a
 //! square root, a scale and a shift — each a pass over tensors of 32 MiB at the VAE's 512×512
 //! layers — and the SiLU two more. Here: one pass for each group's statistics, one that writes
-//! `silu(x·scale + shift)` in place, the groups spread over the cores.
+//! `silu((x − mean)·scale + β)` in place, the groups spread over the cores.
 
 use burn::tensor::{Tensor, TensorData};
 
