@@ -1,4 +1,4 @@
-//! Convolutions: 3×3 with stride 1 and padding 1 by Winograd's F(2×2, 3×3) (`winograd.rs`), all
+//! Convolutions: 3×3 with stride 1 and padding 1 by Winograd's minimal filtering (`winograd/`), all
 //! others as im2col + sgemm.
 
 use burn::tensor::{Tensor, TensorData};
@@ -34,11 +34,8 @@ impl CpuConv2d {
     ) -> Result<Self, String> {
         let [c_out, c_in, kernel, _] = weight.dims();
         let mut weight = floats(weight)?;
-        let winograd = (kernel == 3 && stride == 1 && padding == 1).then(|| {
-            let w = Winograd::new(&weight, c_out, c_in);
-            weight = Vec::new();
-            w
-        });
+        let winograd = (kernel == 3 && stride == 1 && padding == 1)
+            .then(|| Winograd::new(std::mem::take(&mut weight), c_out, c_in));
         Ok(CpuConv2d {
             weight,
             winograd,
@@ -236,7 +233,15 @@ mod tests {
                 let cpu = CpuConv2d::from_tensors(weight.clone(), b, stride, padding).unwrap();
                 let got = cpu.forward(x.clone()).into_data();
                 assert_eq!(got.shape(), want.shape(), "k{k} s{stride} p{padding}");
-                got.assert_approx_eq::<f32>(&want, burn::tensor::Tolerance::rel_abs(1e-5, 1e-5));
+                // Winograd's path (3×3, stride 1, padding 1) is held to its own bound relative
+                // to the largest output (winograd/: F(4×4, 3×3) on the 64×64 image).
+                let tolerance = if k == 3 && stride == 1 && padding == 1 {
+                    let scale = want.iter::<f32>().fold(0f32, |m, v| m.max(v.abs()));
+                    burn::tensor::Tolerance::absolute(2e-5 * scale)
+                } else {
+                    burn::tensor::Tolerance::rel_abs(1e-5, 1e-5)
+                };
+                got.assert_approx_eq::<f32>(&want, tolerance);
             }
         }
     }
