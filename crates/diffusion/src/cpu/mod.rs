@@ -2,8 +2,8 @@
 //!
 //! - `linear.rs`: `Linear` layers (and GEGLU, fused after the product) as one `sgemm` of
 //!   `matrixmultiply`;
-//! - `winograd.rs`: 3×3 stride-1 convolutions by Winograd's F(2×2, 3×3); `conv.rs`: the others
-//!   as im2col + sgemm;
+//! - `winograd/`: 3×3 stride-1 convolutions by Winograd's F(4×4, 3×3) on images of 64×64 and
+//!   more, F(2×2, 3×3) below; `conv.rs`: the others as im2col + sgemm;
 //! - `attention.rs`: scaled dot-product attention as two strided sgemms per head, a blocked
 //!   softmax between them;
 //! - `norm.rs`: GroupNorm fused with the SiLU that follows it;
@@ -11,14 +11,15 @@
 //!
 //! Why: burn-flex multiplies with the `gemm` crate, which on this project's 2-core machine (AMD
 //! EPYC, Zen 1: AVX2 at 128 bits a cycle, 16 flops per cycle and core at most) runs the UNet's
-//! shapes at 30–44 GFLOP/s where `matrixmultiply` runs them at 74–79, as fast as PyTorch's MKL
-//! there (`engine_bench gemm` prints both); and its element-wise ops are a pass over memory each.
+//! shapes at 30–44 GFLOP/s where `matrixmultiply` ran them at up to 74–79 (`engine_bench gemm`
+//! prints both; on one thread it is within 10–15 % of PyTorch's MKL, on two MKL scales better:
+//! README); and its element-wise ops are a pass over memory each.
 //! So on the CPU device, in f32, the layers keep their weights as plain row-major floats (not
 //! Burn tensors, so the weights are held once), and inputs and outputs cross into Burn without
 //! copies (burn-flex hands over a uniquely owned contiguous buffer and adopts a `Vec`).
 //!
 //! One thread pool: sgemm runs single-threaded and the kernels split their work (rows of a
-//! product, Winograd's 16 products, attention's heads and blocks) across rayon's pool, the one
+//! product, Winograd's 16 or 36 products, attention's heads and blocks) across rayon's pool, the one
 //! burn-flex uses too. With matrixmultiply's own threads taking turns with rayon's, two cores ran
 //! the mid-size UNet step only 1.2× faster than one; with one pool, a 32×32 step went from 1150 to
 //! 827 ms.
