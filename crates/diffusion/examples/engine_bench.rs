@@ -6,8 +6,10 @@
 //! - `engine_bench write-mid --out DIR`: a whole SDXL-inpainting pipeline folder around that UNet
 //!   (mid-size text encoders and VAE, the real CLIP tokenizers), random weights, so diffusers can
 //!   time the same models with the same weights;
-//! - `engine_bench gemm`: GFLOP/s on the UNet's linear-layer shapes of our CPU `Linear` (sgemm)
-//!   and of Burn's CPU matmul (plain, transposed right-hand side, through `linear`, batched);
+//! - `engine_bench gemm`: GFLOP/s on the UNet's linear-layer shapes of `matrixmultiply`'s sgemm
+//!   alone (rows split across the pool), of our CPU `Linear` (sgemm) and of Burn's CPU matmul
+//!   (plain, transposed right-hand side, through `linear`, batched); `tests/bench/gemm_torch.py`
+//!   prints PyTorch's `F.linear` on the same shapes;
 //! - `engine_bench rss --out FILE`: writes a checkpoint shaped like SDXL-inpaint's UNet (fp16,
 //!   random, 5.1 GB), then streams it through the loader and reports the peak resident memory over
 //!   the baseline next to the largest tensor;
@@ -532,6 +534,61 @@ fn gemm_bench() -> Result<(), Box<dyn std::error::Error>> {
         let wt = input([n, k], 3, &device);
         let cpu = fresco_diffusion::cpu::CpuLinear::from_tensors(wt.clone(), None)
             .map_err(|e| e.to_string())?;
+        // matrixmultiply alone on the layer's operands as plain slices (x row-major, the weight
+        // `[n, k]` read as a column-major k × n), rows split across rayon's pool as `cpu::sgemm`
+        // splits them: the layer's figure below, minus this, is the layer's own cost.
+        let (a_raw, w_raw) = (
+            a.clone()
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))?,
+            wt.clone()
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))?,
+        );
+        let mut c_raw = vec![0f32; m * n];
+        let raw = |c: &mut [f32]| {
+            use rayon::prelude::*;
+            let per = m.div_ceil(rayon::current_num_threads().max(1));
+            c.par_chunks_mut(per * n)
+                .zip(a_raw.par_chunks(per * k))
+                .for_each(|(c, a)| {
+                    let rows = a.len() / k;
+                    // SAFETY: a is rows × k row-major, w_raw is n × k row-major (read as k × n
+                    // with strides 1, k), c is rows × n row-major; c aliases neither.
+                    unsafe {
+                        matrixmultiply::sgemm(
+                            rows,
+                            k,
+                            n,
+                            1.0,
+                            a.as_ptr(),
+                            k as isize,
+                            1,
+                            w_raw.as_ptr(),
+                            1,
+                            k as isize,
+                            0.0,
+                            c.as_mut_ptr(),
+                            n as isize,
+                            1,
+                        )
+                    }
+                });
+        };
+        raw(&mut c_raw);
+        let t = Instant::now();
+        let mut r = 0;
+        while t.elapsed().as_secs_f64() < 0.5 {
+            raw(&mut c_raw);
+            r += 1;
+        }
+        let dt = t.elapsed().as_secs_f64() / r as f64;
+        println!(
+            "{m} {k} {n} raw sgemm {:.1} GFLOP/s",
+            2.0 * (m * k * n) as f64 / dt / 1e9
+        );
         for (name, f) in [
             (
                 "sgemm linear",
