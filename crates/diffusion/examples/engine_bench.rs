@@ -578,16 +578,9 @@ fn gemm_bench() -> Result<(), Box<dyn std::error::Error>> {
                 });
         };
         raw(&mut c_raw);
-        let t = Instant::now();
-        let mut r = 0;
-        while t.elapsed().as_secs_f64() < 0.5 {
-            raw(&mut c_raw);
-            r += 1;
-        }
-        let dt = t.elapsed().as_secs_f64() / r as f64;
         println!(
             "{m} {k} {n} raw sgemm {:.1} GFLOP/s",
-            2.0 * (m * k * n) as f64 / dt / 1e9
+            gflops(m, k, n, || raw(&mut c_raw))
         );
         for (name, f) in [
             (
@@ -614,18 +607,26 @@ fn gemm_bench() -> Result<(), Box<dyn std::error::Error>> {
             ),
         ] {
             std::hint::black_box(f().into_data());
-            let t = Instant::now();
-            let mut r = 0;
-            while t.elapsed().as_secs_f64() < 0.5 {
-                std::hint::black_box(f());
-                r += 1;
-            }
-            let dt = t.elapsed().as_secs_f64() / r as f64;
             println!(
                 "{m} {k} {n} {name} {:.1} GFLOP/s",
-                2.0 * (m * k * n) as f64 / dt / 1e9
+                gflops(m, k, n, || {
+                    std::hint::black_box(f());
+                })
             );
         }
     }
     Ok(())
+}
+
+/// GFLOP/s of an `m × k` by `k × n` product that `run` computes, repeated for half a second
+/// (after the caller's warm-up run).
+fn gflops(m: usize, k: usize, n: usize, mut run: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    let mut r = 0;
+    while t.elapsed().as_secs_f64() < 0.5 {
+        run();
+        r += 1;
+    }
+    let dt = t.elapsed().as_secs_f64() / r as f64;
+    2.0 * (m * k * n) as f64 / dt / 1e9
 }

@@ -68,19 +68,17 @@ fn a_t([m0, m1, m2, m3, m4, m5]: [f32; IN]) -> [f32; OUT] {
     ]
 }
 
-/// The `IN` planes of column `j` (positions `j·IN .. j·IN + IN`), each cut to `len` floats from
-/// `start`.
-fn column_planes(
-    planes: &mut [f32],
-    tiles: usize,
-    j: usize,
+/// The first `N` chunks of `stride` floats of `data`, each cut to `len` floats from `start`.
+fn strided_mut<const N: usize>(
+    data: &mut [f32],
+    stride: usize,
     start: usize,
     len: usize,
-) -> [&mut [f32]; IN] {
-    let mut it = planes[j * IN * tiles..(j + 1) * IN * tiles].chunks_exact_mut(tiles);
+) -> [&mut [f32]; N] {
+    let mut it = data.chunks_exact_mut(stride);
     std::array::from_fn(|_| match it.next() {
-        Some(plane) => &mut plane[start..start + len],
-        None => unreachable!("IN planes of `tiles` floats"),
+        Some(chunk) => &mut chunk[start..start + len],
+        None => unreachable!("N chunks of `stride` floats"),
     })
 }
 
@@ -111,7 +109,9 @@ pub(super) fn input(channel: &[f32], band: Band, v: &mut [f32]) {
         for j in 0..IN {
             let col: [&[f32]; IN] =
                 std::array::from_fn(|k| &rb[(k * IN + j) * tiles_x..][..tiles_x]);
-            let [p0, p1, p2, p3, p4, p5] = column_planes(v, band.tiles, j, t0, tiles_x);
+            // Column j's IN planes (positions j·IN .. j·IN + IN), at this tile row.
+            let [p0, p1, p2, p3, p4, p5] =
+                strided_mut(&mut v[j * IN * band.tiles..], band.tiles, t0, tiles_x);
             for t in 0..tiles_x {
                 let [q0, q1, q2, q3, q4, q5] = b_t(std::array::from_fn(|k| col[k][t]));
                 (p0[t], p1[t], p2[t], p3[t], p4[t], p5[t]) = (q0, q1, q2, q3, q4, q5);
@@ -132,13 +132,7 @@ pub(super) fn output(m: &[f32], band: Band, plane: &mut [f32]) {
         for j in 0..IN {
             let col: [&[f32]; IN] =
                 std::array::from_fn(|i| &m[(j * IN + i) * tiles + t0..][..tiles_x]);
-            let mut it = s
-                .chunks_exact_mut(IN * tiles_x)
-                .map(|s| &mut s[j * tiles_x..][..tiles_x]);
-            let [s0, s1, s2, s3]: [&mut [f32]; OUT] = std::array::from_fn(|_| match it.next() {
-                Some(s) => s,
-                None => unreachable!("OUT rows"),
-            });
+            let [s0, s1, s2, s3] = strided_mut(&mut s, IN * tiles_x, j * tiles_x, tiles_x);
             for t in 0..tiles_x {
                 let [r0, r1, r2, r3] = a_t(std::array::from_fn(|i| col[i][t]));
                 (s0[t], s1[t], s2[t], s3[t]) = (r0, r1, r2, r3);

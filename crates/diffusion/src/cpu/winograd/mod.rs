@@ -13,8 +13,10 @@
 //!   layers. Its transforms' integer coefficients (up to 8) cost a few bits: at 256 input
 //!   channels the outputs are within 9e-6 of the largest output of the exact convolution (the
 //!   test), and the pipelines' latents stay within 6.1e-5 of diffusers' (tests/pipeline.rs;
-//!   3.7e-5 with F(2×2, 3×3) alone; the bound is 1e-4). Its filters, 36 floats where the layer
-//!   has 9, are transformed the first time a layer sees an image large enough.
+//!   3.7e-5 with F(2×2, 3×3) alone; the bound is 1e-4).
+//!
+//! Each tiling's filters (16 or 36 floats where the layer has 9) are transformed the first time
+//! a layer sees an image that takes it, so a layer holds only the ones it uses.
 
 mod f2;
 mod f4;
@@ -74,12 +76,10 @@ impl Tiling {
 /// A 3×3 filter bank, held as the tilings need it.
 #[derive(Debug)]
 pub struct Winograd {
-    /// PyTorch's `[c_out, c_in, 3, 3]`, kept to transform for F(4×4, 3×3) on first use.
+    /// PyTorch's `[c_out, c_in, 3, 3]`, kept to transform for a tiling on its first use.
     weight: Vec<f32>,
-    /// Transformed for F(2×2, 3×3).
-    f2: Vec<f32>,
-    /// Transformed for F(4×4, 3×3), once an image is large enough.
-    f4: OnceLock<Vec<f32>>,
+    /// Transformed for F(2×2, 3×3) and for F(4×4, 3×3), each once an image needs it.
+    transformed: [OnceLock<Vec<f32>>; 2],
     c_in: usize,
     c_out: usize,
 }
@@ -89,9 +89,8 @@ impl Winograd {
     pub fn new(weight: Vec<f32>, c_out: usize, c_in: usize) -> Self {
         assert_eq!(weight.len(), c_out * c_in * 9, "a 3×3 filter bank");
         Winograd {
-            f2: Tiling::F2.filters(&weight, c_out, c_in),
             weight,
-            f4: OnceLock::new(),
+            transformed: [OnceLock::new(), OnceLock::new()],
             c_in,
             c_out,
         }
@@ -110,12 +109,8 @@ impl Winograd {
 
     /// The filters transformed for `tiling`.
     fn filters(&self, tiling: Tiling) -> &[f32] {
-        match tiling {
-            Tiling::F2 => &self.f2,
-            Tiling::F4 => self
-                .f4
-                .get_or_init(|| Tiling::F4.filters(&self.weight, self.c_out, self.c_in)),
-        }
+        self.transformed[tiling as usize]
+            .get_or_init(|| tiling.filters(&self.weight, self.c_out, self.c_in))
     }
 
     /// [`Self::forward_image`] by `tiling`, with at most `band_floats` of transformed tiles at a
