@@ -1,6 +1,7 @@
-//! Scaled dot-product attention as two sgemms per (batch, head) with a softmax between them, on
+//! Scaled dot-product attention as two products per (batch, head) with a softmax between them, on
 //! q, k and v as the projections leave them: `[batch, tokens, heads · head_dim]`, each head a
-//! strided column block that sgemm reads in place, with no transposes and no head-split copies.
+//! strided column block that the products read in place (k and v packed for [`gemm`] per head),
+//! with no transposes and no head-split copies.
 //!
 //! Scores are computed a block of query rows at a time (at most [`SCORE_TILE_FLOATS`]), so the
 //! VAE's 4096-token self-attention at 512×512 holds 4 MiB of scores, not 64 MiB.
@@ -9,7 +10,8 @@ use burn::tensor::{Tensor, TensorData};
 
 use rayon::prelude::*;
 
-use super::{SERIAL_FLOATS, SharedMut, activations, exp};
+use super::gemm::{PackedB, gemm};
+use super::{Operand, SERIAL_FLOATS, SharedMut, activations, exp};
 
 /// The most scores one block of query rows holds.
 const SCORE_TILE_FLOATS: usize = 1 << 20;
@@ -48,51 +50,71 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tens
         // Head `head` of batch `batch`: a column block `d` wide at `head · d`, rows `inner` apart.
         let k_at = batch * m * inner + head * d;
         let q_at = (batch * n + r0) * inner + head * d;
-        let mut scores = vec![0.0f32; r * m];
+        let mut scores = Vec::with_capacity(r * m);
         let mut sums = vec![0.0f32; r];
+        // SAFETY: kᵀ is d×m read from k (element (i, j) at k_at + j·inner + i, the last <
+        // b·m·inner); v's head is m×d with row stride `inner` from k_at, the same extent. kᵀ
+        // carries the 1/√d.
+        let (mut k_t, v_head) = unsafe {
+            (
+                PackedB::pack(
+                    d,
+                    m,
+                    Operand {
+                        ptr: k.as_ptr().add(k_at),
+                        rows: 1,
+                        cols: s,
+                    },
+                ),
+                PackedB::pack(
+                    m,
+                    d,
+                    Operand {
+                        ptr: v.as_ptr().add(k_at),
+                        rows: s,
+                        cols: 1,
+                    },
+                ),
+            )
+        };
+        k_t.scale(scale);
         // SAFETY: the q block is r×d with row stride `inner` from q_at, its last element at
-        // q_at + (r-1)·inner + d - 1 < b·n·inner; kᵀ is d×m read from k (element (i, j) at
-        // k_at + j·inner + i, last < b·m·inner); the scores are r×m row-major in `scores`.
-        // Nothing aliases; all outlive the call.
+        // q_at + (r-1)·inner + d - 1 < b·n·inner; the scores are r×m row-major in the capacity
+        // of `scores`, every element of which gemm writes before the length is set. Nothing
+        // aliases; all outlive the call.
         unsafe {
-            matrixmultiply::sgemm(
+            gemm(
                 r,
-                d,
-                m,
-                scale,
-                q.as_ptr().add(q_at),
-                s,
-                1,
-                k.as_ptr().add(k_at),
-                1,
-                s,
-                0.0,
-                scores.as_mut_ptr(),
+                Operand {
+                    ptr: q.as_ptr().add(q_at),
+                    rows: s,
+                    cols: 1,
+                },
+                &k_t,
+                None,
+                false,
+                SharedMut(scores.as_mut_ptr()),
                 m as isize,
                 1,
+                false,
             );
+            scores.set_len(r * m);
         }
         softmax_rows(&mut scores, m, &mut sums);
-        // SAFETY: P is r×m row-major in `scores`; v's head is m×d with row stride `inner` from
-        // k_at (same layout as k); the output block is r×d with row stride `inner` from q_at
-        // inside `out` (same extent as q's block), written by this task alone. The softmax's
-        // division is then applied to those r×d outputs instead of the r×m scores.
+        // SAFETY: P is r×m row-major in `scores`; the output block is r×d with row stride
+        // `inner` from q_at inside `out` (same extent as q's block), written by this task alone.
+        // The softmax's division is then applied to those r×d outputs instead of the r×m scores.
         unsafe {
-            matrixmultiply::sgemm(
+            gemm(
                 r,
-                m,
-                d,
-                1.0,
-                scores.as_ptr(),
-                m as isize,
-                1,
-                v.as_ptr().add(k_at),
+                Operand::new(&scores, m, 1),
+                &v_head,
+                None,
+                false,
+                SharedMut(out_ptr.ptr().add(q_at)),
                 s,
                 1,
-                0.0,
-                out_ptr.ptr().add(q_at),
-                s,
-                1,
+                false,
             );
             for (i, sum) in sums.iter().enumerate() {
                 let row = std::slice::from_raw_parts_mut(out_ptr.ptr().add(q_at + i * inner), d);

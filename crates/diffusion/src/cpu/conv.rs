@@ -3,15 +3,16 @@
 
 use burn::tensor::{Tensor, TensorData};
 
+use super::gemm::{PackedB, gemm};
 use super::winograd::Winograd;
-use super::{Operand, SharedMut, activations, floats, parallel_chunks, sgemm};
+use super::{Operand, SharedMut, activations, floats, parallel_chunks};
 
-/// A convolution's parameters on the CPU: `weight` is `[out, in, k, k]` row-major (PyTorch's), that
-/// is the `out × (in·k·k)` left-hand side of the im2col product — or, for a 3×3 stride-1 padding-1
-/// convolution, empty, the weight being held transformed in `winograd` instead.
+/// A convolution's parameters on the CPU: for a 3×3 stride-1 padding-1 convolution the filters
+/// as Winograd's tilings take them (`winograd`), for the others PyTorch's `[out, in, k, k]` weight
+/// packed as the `(in·k·k) × out` right-hand side of the im2col product (`weight`).
 #[derive(Debug)]
 pub struct CpuConv2d {
-    pub weight: Vec<f32>,
+    weight: Option<PackedB>,
     winograd: Option<Winograd>,
     pub bias: Option<Vec<f32>>,
     pub c_in: usize,
@@ -33,9 +34,13 @@ impl CpuConv2d {
         padding: usize,
     ) -> Result<Self, String> {
         let [c_out, c_in, kernel, _] = weight.dims();
-        let mut weight = floats(weight)?;
-        let winograd = (kernel == 3 && stride == 1 && padding == 1)
-            .then(|| Winograd::new(std::mem::take(&mut weight), c_out, c_in));
+        let weight = floats(weight)?;
+        let (weight, winograd) = if kernel == 3 && stride == 1 && padding == 1 {
+            (None, Some(Winograd::new(weight, c_out, c_in)))
+        } else {
+            let depth = c_in * kernel * kernel;
+            (Some(PackedB::from_transposed(&weight, depth, c_out)), None)
+        };
         Ok(CpuConv2d {
             weight,
             winograd,
@@ -81,7 +86,9 @@ impl CpuConv2d {
             }
             return Tensor::from_data(TensorData::new(out, [batch, self.c_out, ho, wo]), &device);
         }
-        let beta = if self.bias.is_some() { 1.0 } else { 0.0 };
+        let Some(weight) = &self.weight else {
+            unreachable!("a layer without Winograd filters has its im2col weight")
+        };
         let depth = c * k * k;
         // A 1×1 convolution with stride 1 multiplies by the image itself: no columns to build.
         let pointwise = k == 1 && s == 1 && p == 0;
@@ -110,22 +117,21 @@ impl CpuConv2d {
                 // Computed transposed, outᵀ = columnsᵀ · weightᵀ (pixels × c_out), so that the
                 // large operand is the left-hand side, whose rows (pixels) the cores split.
                 // SAFETY: A = columnsᵀ is width×depth, element (x, d) at d·width + x (`columns`,
-                // or for a pointwise convolution the image, c×h·w); B = weightᵀ is depth×c_out,
-                // element (d, o) at o·depth + d; C = out_tileᵀ is width×c_out, element (x, o) at
-                // o·plane + x, the last at (c_out-1)·plane + width - 1 < out_tile's length. All
-                // outlive the call and C is exclusively ours.
+                // or for a pointwise convolution the image, c×h·w); B is packed depth×c_out; C =
+                // out_tileᵀ is width×c_out, element (x, o) at o·plane + x, the last at
+                // (c_out-1)·plane + width - 1 < out_tile's length, and holds the bias or zeros.
+                // All outlive the call and C is exclusively ours.
                 unsafe {
-                    sgemm(
+                    gemm(
                         width,
-                        depth,
-                        self.c_out,
-                        1.0,
                         Operand::new(b_matrix, 1, width),
-                        Operand::new(&self.weight, 1, depth),
-                        beta,
+                        weight,
+                        None,
+                        true,
                         SharedMut(out_tile.as_mut_ptr()),
                         1,
                         plane as isize,
+                        true,
                     );
                 }
             }

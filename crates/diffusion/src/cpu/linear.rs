@@ -2,43 +2,42 @@
 
 use burn::tensor::{Tensor, TensorData};
 
-use super::{Operand, SharedMut, activations, floats, gelu, parallel_rows, sgemm};
+use super::gemm::{PackedB, gemm};
+use super::{Operand, SharedMut, activations, floats, gelu, parallel_rows};
 
-/// A linear layer's parameters on the CPU: `weight_t` is `[in, out]` row-major (the transpose of
-/// PyTorch's `[out, in]`: sgemm packs a row-major right-hand side fastest).
+/// A linear layer's parameters on the CPU: the weight packed once for [`gemm`] (B = weightᵀ,
+/// `[in, out]`), the bias as plain floats.
 #[derive(Debug)]
 pub struct CpuLinear {
-    pub weight_t: Vec<f32>,
-    pub bias: Option<Vec<f32>>,
-    pub d_in: usize,
-    pub d_out: usize,
+    weight: PackedB,
+    bias: Option<Vec<f32>>,
 }
 
 impl CpuLinear {
-    /// From Burn tensors `weight` `[out, in]` and `bias` `[out]` (consumed; their buffers are
-    /// taken over without a copy where Burn allows).
+    /// From Burn tensors `weight` `[out, in]` and `bias` `[out]` (consumed).
     pub fn from_tensors(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Result<Self, String> {
         let [d_out, d_in] = weight.dims();
-        let w = floats(weight)?;
-        let mut weight_t = vec![0.0; w.len()];
-        for (o, row) in w.chunks_exact(d_in.max(1)).enumerate() {
-            for (i, v) in row.iter().enumerate() {
-                weight_t[i * d_out + o] = *v;
-            }
-        }
         Ok(CpuLinear {
-            weight_t,
+            weight: PackedB::from_transposed(&floats(weight)?, d_in, d_out),
             bias: bias.map(floats).transpose()?,
-            d_in,
-            d_out,
         })
+    }
+
+    /// Input features.
+    pub fn d_in(&self) -> usize {
+        self.weight.k()
+    }
+
+    /// Output features.
+    pub fn d_out(&self) -> usize {
+        self.weight.n()
     }
 
     /// `x · weightᵀ + bias` over the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let device = x.device();
         let (out, mut dims) = self.product(x);
-        dims[D - 1] = self.d_out;
+        dims[D - 1] = self.d_out();
         Tensor::from_data(TensorData::new(out, dims), &device)
     }
 
@@ -48,9 +47,9 @@ impl CpuLinear {
     pub fn geglu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let device = x.device();
         let (product, mut dims) = self.product(x);
-        let half = self.d_out / 2;
+        let half = self.d_out() / 2;
         let mut out = vec![0.0; product.len() / 2];
-        parallel_rows(&product, &mut out, self.d_out, half, |src, dst| {
+        parallel_rows(&product, &mut out, self.d_out(), half, |src, dst| {
             let (hidden, gate) = src.split_at(half);
             for ((d, h), g) in dst.iter_mut().zip(hidden).zip(gate) {
                 *d = h * gelu(*g);
@@ -63,39 +62,32 @@ impl CpuLinear {
     /// The product as row-major floats, and the input's dims.
     fn product<const D: usize>(&self, x: Tensor<D>) -> (Vec<f32>, [usize; D]) {
         let dims = x.dims();
+        let (k, n) = (self.d_in(), self.d_out());
         assert_eq!(
             dims[D - 1],
-            self.d_in,
-            "linear layer: input has {} features, the layer takes {}",
+            k,
+            "linear layer: input has {} features, the layer takes {k}",
             dims[D - 1],
-            self.d_in
         );
         let rows = dims[..D - 1].iter().product::<usize>();
         let a = &activations(x)[..];
-        let (k, n) = (self.d_in, self.d_out);
-        let mut out = match &self.bias {
-            Some(b) => b.repeat(rows),
-            None => vec![0.0; rows * n],
-        };
-        let beta = if self.bias.is_some() { 1.0 } else { 0.0 };
-        if rows > 0 && n > 0 {
-            // SAFETY: A is rows×k row-major (`a.len() == rows * k`, checked by the shape), B is
-            // k×n row-major, C is rows×n row-major and exclusively ours; all three outlive the
-            // call.
-            unsafe {
-                sgemm(
-                    rows,
-                    k,
-                    n,
-                    1.0,
-                    Operand::new(a, k, 1),
-                    Operand::new(&self.weight_t, n, 1),
-                    beta,
-                    SharedMut(out.as_mut_ptr()),
-                    n as isize,
-                    1,
-                );
-            }
+        let mut out = Vec::with_capacity(rows * n);
+        // SAFETY: A is rows×k row-major (`a.len() == rows * k`, checked by the shape); C is the
+        // rows×n row-major capacity of `out`, ours alone, every element of which `gemm` writes
+        // (without `accumulate` it never reads C) before the length is set.
+        unsafe {
+            gemm(
+                rows,
+                Operand::new(a, k, 1),
+                &self.weight,
+                self.bias.as_deref(),
+                false,
+                SharedMut(out.as_mut_ptr()),
+                n as isize,
+                1,
+                true,
+            );
+            out.set_len(rows * n);
         }
         (out, dims)
     }

@@ -41,6 +41,7 @@ pub fn takes_sgemm(w: &Weights, dtype: DType) -> bool {
 
 mod attention;
 mod conv;
+mod gemm;
 mod linear;
 mod math;
 mod norm;
@@ -138,71 +139,6 @@ impl SharedMut {
     }
 }
 
-/// `C = alpha·A·B + beta·C` (`m × k` by `k × n`, any strides) by matrixmultiply's sgemm,
-/// single-threaded, with the rows of A and C split into one block per core of rayon's pool when
-/// the product is big enough: one thread pool for every kernel, instead of sgemm's own threads
-/// taking turns with rayon's.
-///
-/// # Safety
-/// The operands must be valid for the shapes and strides given, C must not alias A or B, and
-/// nothing else may access C during the call.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: Operand,
-    b: Operand,
-    beta: f32,
-    c: SharedMut,
-    c_rows: isize,
-    c_cols: isize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads().max(1);
-    // Blocks of at least 32 rows and ~4 MFLOP each.
-    let blocks = if m * k * n >= 1 << 20 {
-        threads.min(m / 32).max(1)
-    } else {
-        1
-    };
-    let per_block = m.div_ceil(blocks);
-    let one = |block: usize| {
-        // Whole operands captured (they are Sync), not their raw-pointer fields.
-        let (a, b, c) = (a, b, c);
-        let i0 = block * per_block;
-        let rows = per_block.min(m - i0);
-        // SAFETY: rows i0..i0 + rows of A and C lie inside the operands (the caller's
-        // guarantee for all m rows); blocks write disjoint rows of C.
-        unsafe {
-            matrixmultiply::sgemm(
-                rows,
-                k,
-                n,
-                alpha,
-                a.ptr.offset(i0 as isize * a.rows),
-                a.rows,
-                a.cols,
-                b.ptr,
-                b.rows,
-                b.cols,
-                beta,
-                c.ptr().offset(i0 as isize * c_rows),
-                c_rows,
-                c_cols,
-            );
-        }
-    };
-    if blocks == 1 {
-        one(0);
-    } else {
-        (0..blocks).into_par_iter().for_each(one);
-    }
-}
-
 /// An activation's values as an owned row-major `Vec` (burn-flex hands its buffer over when the
 /// tensor is uniquely owned and contiguous, and copies otherwise).
 pub(crate) fn activations<const D: usize>(t: Tensor<D>) -> Vec<f32> {
@@ -218,50 +154,6 @@ pub(crate) fn floats<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
-
-    /// The row-split product against the definition: big enough to be split across the pool,
-    /// with a transposed left-hand side (column-major A, as the convolutions pass it), C written
-    /// with strides inside a larger buffer, and beta = 1 accumulating onto what C held.
-    #[test]
-    fn split_sgemm_matches_the_definition() {
-        let (m, k, n) = (301, 70, 50);
-        let a = values(m * k, 51); // column-major: element (i, p) at p·m + i
-        let b = values(k * n, 52); // row-major
-        let ldc = n + 3;
-        let c0 = values(m * ldc, 53);
-        let mut c = c0.clone();
-        // SAFETY: all three buffers hold their shapes; C is ours alone.
-        unsafe {
-            sgemm(
-                m,
-                k,
-                n,
-                0.5,
-                Operand::new(&a, 1, m),
-                Operand::new(&b, n, 1),
-                1.0,
-                SharedMut(c.as_mut_ptr()),
-                ldc as isize,
-                1,
-            );
-        }
-        for i in 0..m {
-            for j in 0..n {
-                let dot: f64 = (0..k)
-                    .map(|p| a[p * m + i] as f64 * b[p * n + j] as f64)
-                    .sum();
-                let want = 0.5 * dot + c0[i * ldc + j] as f64;
-                let got = c[i * ldc + j] as f64;
-                assert!((got - want).abs() < 1e-4, "C[{i},{j}] = {got}, want {want}");
-            }
-            assert_eq!(
-                c[i * ldc + n..i * ldc + ldc],
-                c0[i * ldc + n..i * ldc + ldc]
-            );
-        }
-    }
-
     /// Deterministic test values in [-1, 1).
     pub fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)

@@ -25,7 +25,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::SharedMut;
+use super::gemm::{PackedB, gemm};
+use super::{Operand, SharedMut};
 
 /// Images with at least this many 4×4 tiles (64×64 pixels) go through F(4×4, 3×3).
 const F4_MIN_TILES: usize = 256;
@@ -54,8 +55,9 @@ impl Tiling {
         (self.out() + 2) * (self.out() + 2)
     }
 
-    /// `u[ξ][o][c]` from PyTorch's `[c_out, c_in, 3, 3]` weight.
-    fn filters(self, weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
+    /// For each position ξ, `uᵀ_ξ` (`c_in × c_out`) packed for [`gemm`], from PyTorch's `[c_out,
+    /// c_in, 3, 3]` weight.
+    fn filters(self, weight: &[f32], c_out: usize, c_in: usize) -> Vec<PackedB> {
         let xi_count = self.positions();
         let mut u = vec![0.0f32; xi_count * c_out * c_in];
         for (i, g) in weight.chunks_exact(9).enumerate() {
@@ -69,7 +71,10 @@ impl Tiling {
                 u[(xi * c_out + o) * c_in + c] = v as f32;
             }
         }
-        u
+        let size = c_out * c_in;
+        (0..xi_count)
+            .map(|xi| PackedB::from_transposed(&u[xi * size..(xi + 1) * size], c_in, c_out))
+            .collect()
     }
 }
 
@@ -79,7 +84,7 @@ pub struct Winograd {
     /// PyTorch's `[c_out, c_in, 3, 3]`, kept to transform for a tiling on its first use.
     weight: Vec<f32>,
     /// Transformed for F(2×2, 3×3) and for F(4×4, 3×3), each once an image needs it.
-    transformed: [OnceLock<Vec<f32>>; 2],
+    transformed: [OnceLock<Vec<PackedB>>; 2],
     c_in: usize,
     c_out: usize,
 }
@@ -108,7 +113,7 @@ impl Winograd {
     }
 
     /// The filters transformed for `tiling`.
-    fn filters(&self, tiling: Tiling) -> &[f32] {
+    fn filters(&self, tiling: Tiling) -> &[PackedB] {
         self.transformed[tiling as usize]
             .get_or_init(|| tiling.filters(&self.weight, self.c_out, self.c_in))
     }
@@ -156,28 +161,27 @@ impl Winograd {
                 });
             let m_ptr = SharedMut(m.as_mut_ptr());
             (0..xi_count).into_par_iter().for_each(|xi| {
-                // mᵀ_ξ (t × c_out) = vᵀ_ξ (t × c_in) · uᵀ_ξ (c_in × c_out).
+                // mᵀ_ξ (t × c_out) = vᵀ_ξ (t × c_in) · uᵀ_ξ (c_in × c_out), one product per
+                // task (the 16 or 36 of them are the parallelism).
                 // SAFETY: A element (t, c) at c·XI·tiles + ξ·tiles + t < c_in·XI·tiles (t <
-                // t_count ≤ tiles, XI = xi_count); B element (c, o) at (ξ·c_out + o)·c_in + c <
-                // XI·c_out·c_in = u.len(); C element (t, o) at o·XI·tiles + ξ·tiles + t <
-                // c_out·XI·tiles, and the tasks write disjoint ξ planes. C does not alias A or
-                // B; all outlive the call.
+                // t_count ≤ tiles, XI = xi_count); B is packed c_in × c_out; C element (t, o)
+                // at o·XI·tiles + ξ·tiles + t < c_out·XI·tiles, and the tasks write disjoint ξ
+                // planes. C does not alias A or B; all outlive the call.
                 unsafe {
-                    matrixmultiply::sgemm(
+                    gemm(
                         t_count,
-                        c_in,
-                        c_out,
-                        1.0,
-                        v.as_ptr().add(xi * tiles),
+                        Operand {
+                            ptr: v.as_ptr().add(xi * tiles),
+                            rows: 1,
+                            cols: (xi_count * tiles) as isize,
+                        },
+                        &u[xi],
+                        None,
+                        false,
+                        SharedMut(m_ptr.ptr().add(xi * tiles)),
                         1,
                         (xi_count * tiles) as isize,
-                        u.as_ptr().add(xi * c_out * c_in),
-                        1,
-                        c_in as isize,
-                        0.0,
-                        m_ptr.ptr().add(xi * tiles),
-                        1,
-                        (xi_count * tiles) as isize,
+                        false,
                     );
                 }
             });
