@@ -534,9 +534,9 @@ fn gemm_bench() -> Result<(), Box<dyn std::error::Error>> {
         let wt = input([n, k], 3, &device);
         let cpu = fresco_diffusion::cpu::CpuLinear::from_tensors(wt.clone(), None)
             .map_err(|e| e.to_string())?;
-        // matrixmultiply alone on the layer's operands as plain slices (x row-major, the weight
-        // `[n, k]` read as a column-major k × n), rows split across rayon's pool as `cpu::sgemm`
-        // splits them: the layer's figure below, minus this, is the layer's own cost.
+        // matrixmultiply on the layer's operands as plain slices (x row-major, the weight `[n, k]`
+        // read as a column-major k × n), rows split across rayon's pool as our product splits
+        // them; our layer below includes copying its (shared) input and making its output.
         let (a_raw, w_raw) = (
             a.clone()
                 .into_data()
@@ -579,12 +579,12 @@ fn gemm_bench() -> Result<(), Box<dyn std::error::Error>> {
         };
         raw(&mut c_raw);
         println!(
-            "{m} {k} {n} raw sgemm {:.1} GFLOP/s",
+            "{m} {k} {n} matrixmultiply {:.1} GFLOP/s",
             gflops(m, k, n, || raw(&mut c_raw))
         );
         for (name, f) in [
             (
-                "sgemm linear",
+                "our linear",
                 Box::new(|| cpu.forward(a.clone())) as Box<dyn Fn() -> Tensor<2>>,
             ),
             ("mm", Box::new(|| a.clone().matmul(b.clone()))),

@@ -42,7 +42,7 @@ enum LinearKind {
         weight: Tensor<2>,
         bias: Option<Tensor<1>>,
     },
-    /// The CPU device in f32: sgemm (see `crate::cpu`).
+    /// The CPU device in f32: our product (see `crate::cpu`).
     #[cfg(not(target_arch = "wasm32"))]
     Cpu(std::sync::Arc<crate::cpu::CpuLinear>),
 }
@@ -63,7 +63,7 @@ impl Linear {
             None
         };
         #[cfg(not(target_arch = "wasm32"))]
-        if crate::cpu::takes_sgemm(w, weight.dtype()) {
+        if crate::cpu::takes_cpu_kernels(w, weight.dtype()) {
             let cpu = crate::cpu::CpuLinear::from_tensors(weight, bias)
                 .map_err(|e| WeightsError::Config(format!("{prefix}: {e}")))?;
             return Ok(Linear {
@@ -119,7 +119,7 @@ enum ConvKind {
         stride: usize,
         padding: usize,
     },
-    /// The CPU device in f32: im2col + sgemm (see `crate::cpu`).
+    /// The CPU device in f32: Winograd or im2col + our product (see `crate::cpu`).
     #[cfg(not(target_arch = "wasm32"))]
     Cpu(std::sync::Arc<crate::cpu::CpuConv2d>),
 }
@@ -137,7 +137,7 @@ impl Conv2d {
         let weight = w.take::<4>(&format!("{prefix}.weight"), [c_out, c_in, kernel, kernel])?;
         let bias = Some(w.take::<1>(&format!("{prefix}.bias"), [c_out])?);
         #[cfg(not(target_arch = "wasm32"))]
-        if crate::cpu::takes_sgemm(w, weight.dtype()) {
+        if crate::cpu::takes_cpu_kernels(w, weight.dtype()) {
             let cpu = crate::cpu::CpuConv2d::from_tensors(weight, bias, stride, padding)
                 .map_err(|e| WeightsError::Config(format!("{prefix}: {e}")))?;
             return Ok(Conv2d {
@@ -232,7 +232,7 @@ impl GroupNorm {
         let gamma = w.take::<1>(&format!("{prefix}.weight"), [channels])?;
         let beta = w.take::<1>(&format!("{prefix}.bias"), [channels])?;
         #[cfg(not(target_arch = "wasm32"))]
-        let cpu = if crate::cpu::takes_sgemm(w, gamma.dtype()) {
+        let cpu = if crate::cpu::takes_cpu_kernels(w, gamma.dtype()) {
             let floats = |t: &Tensor<1>| {
                 crate::cpu::floats(t.clone())
                     .map_err(|e| WeightsError::Config(format!("{prefix}: {e}")))

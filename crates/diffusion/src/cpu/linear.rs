@@ -1,4 +1,4 @@
-//! `Linear` layers (and GEGLU) as one sgemm.
+//! `Linear` layers (and GEGLU) as one product.
 
 use burn::tensor::{Tensor, TensorData};
 
@@ -100,7 +100,7 @@ mod tests {
     use burn::tensor::Device;
     use burn::tensor::module::linear;
 
-    /// The sgemm path against Burn's own `linear` on the same device, with and without bias, for
+    /// The CPU path against Burn's own `linear` on the same device, with and without bias, for
     /// a batch of 3-d inputs.
     #[test]
     fn sgemm_linear_matches_burn_linear() {

@@ -1,28 +1,29 @@
 //! The CPU device's hot kernels, in f32, native only:
 //!
-//! - `linear.rs`: `Linear` layers (and GEGLU, fused after the product) as one `sgemm` of
-//!   `matrixmultiply`;
+//! - `gemm/`: the matrix product every kernel below runs, with its right-hand side packed ahead
+//!   (a layer's weights once, at load) and a 6 × 16 AVX2/FMA micro-kernel;
+//! - `linear.rs`: `Linear` layers (and GEGLU, fused after the product) as one product;
 //! - `winograd/`: 3×3 stride-1 convolutions by Winograd's F(4×4, 3×3) on images of 64×64 and
-//!   more, F(2×2, 3×3) below; `conv.rs`: the others as im2col + sgemm;
-//! - `attention.rs`: scaled dot-product attention as two strided sgemms per head, a blocked
+//!   more, F(2×2, 3×3) below; `conv.rs`: the others as im2col + product;
+//! - `attention.rs`: scaled dot-product attention as two strided products per head, a blocked
 //!   softmax between them;
 //! - `norm.rs`: GroupNorm fused with the SiLU that follows it;
 //! - `math.rs`: `exp`, `erf`, `gelu`, `silu`, written so that the loops over them vectorise.
 //!
 //! Why: burn-flex multiplies with the `gemm` crate, which on this project's 2-core machine (AMD
 //! EPYC, Zen 1: AVX2 at 128 bits a cycle, 16 flops per cycle and core at most) runs the UNet's
-//! shapes at 30–44 GFLOP/s where `matrixmultiply` ran them at up to 74–79 (`engine_bench gemm`
-//! prints both; on one thread it is within 10–15 % of PyTorch's MKL, on two MKL scales better:
-//! README); and its element-wise ops are a pass over memory each.
-//! So on the CPU device, in f32, the layers keep their weights as plain row-major floats (not
-//! Burn tensors, so the weights are held once), and inputs and outputs cross into Burn without
-//! copies (burn-flex hands over a uniquely owned contiguous buffer and adopts a `Vec`).
+//! shapes at 30–44 GFLOP/s; `matrixmultiply` ran them at 46–61 on two threads, but packs the
+//! weights again on every call; our product reads them packed and reached 45–70 (`engine_bench
+//! gemm` prints all three; PyTorch's MKL: 59–67, README). And burn-flex's element-wise ops are a
+//! pass over memory each.
+//! So on the CPU device, in f32, the layers keep their weights packed as the product reads them
+//! (not Burn tensors, so the weights are held once), and inputs and outputs cross into Burn
+//! without copies (burn-flex hands over a uniquely owned contiguous buffer and adopts a `Vec`).
 //!
-//! One thread pool: sgemm runs single-threaded and the kernels split their work (rows of a
-//! product, Winograd's 16 or 36 products, attention's heads and blocks) across rayon's pool, the one
-//! burn-flex uses too. With matrixmultiply's own threads taking turns with rayon's, two cores ran
-//! the mid-size UNet step only 1.2× faster than one; with one pool, a 32×32 step went from 1150 to
-//! 827 ms.
+//! One thread pool: the kernels split their work (rows of a product, Winograd's 16 or 36
+//! products, attention's heads and blocks) across rayon's pool, the one burn-flex uses too. With
+//! a library's own threads taking turns with rayon's, two cores ran the mid-size UNet step only
+//! 1.2× faster than one; with one pool, a 32×32 step went from 1150 to 827 ms.
 
 use burn::tensor::{DType, Device, Tensor};
 
@@ -33,9 +34,9 @@ pub fn is_cpu(device: &Device) -> bool {
     *device == Device::flex()
 }
 
-/// Whether layers built from `w` with parameters of `dtype` take the sgemm path: real values (not
+/// Whether layers built from `w` with parameters of `dtype` take the CPU kernels: real values (not
 /// a shapes-only store, whose broadcast tensors must never be materialised), f32, on the CPU.
-pub fn takes_sgemm(w: &Weights, dtype: DType) -> bool {
+pub fn takes_cpu_kernels(w: &Weights, dtype: DType) -> bool {
     w.holds_values() && dtype == DType::F32 && is_cpu(w.device())
 }
 

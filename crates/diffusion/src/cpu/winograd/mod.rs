@@ -1,13 +1,13 @@
 //! 3×3 convolutions (stride 1, padding 1: every ResNet and up-sampling convolution of a UNet and a
 //! VAE) by Winograd's minimal filtering (Lavin & Gray, "Fast Algorithms for Convolutional Neural
 //! Networks", 2016). With `d` an input tile, `g` a 3×3 filter and ⊙ the element-wise product,
-//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`: the products are one sgemm of `tiles × c_in × c_out` per
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`: the products are one GEMM of `tiles × c_in × c_out` per
 //! position ξ of a transformed tile, spread over the cores.
 //!
 //! Two tilings, chosen per image:
 //! - F(2×2, 3×3) (`f2.rs`): 16 products for 4 outputs, 2.25× fewer flops than the direct
 //!   convolution, exact transforms. Used below [`F4_MIN_TILES`], where F(4×4, 3×3)'s four times
-//!   fewer tiles would leave sgemms too short to amortise packing the weights.
+//!   fewer tiles made the products too short to run efficiently (measured with matrixmultiply).
 //! - F(4×4, 3×3) (`f4.rs`): 36 products for 16 outputs, 4× fewer flops, and transformed tiles of
 //!   2.25 floats per pixel and channel instead of 4 — about 30 % faster on the VAE's full-size
 //!   layers. Its transforms' integer coefficients (up to 8) cost a few bits: at 256 input
@@ -139,7 +139,7 @@ impl Winograd {
         let band = (band_floats / (xi_count * (c_in + c_out) * tiles_x).max(1)).clamp(1, tiles_y);
         let tiles = band * tiles_x;
         // v[c][ξ][t] and m[o][ξ][t]: one channel's planes contiguous, so that channels are
-        // transformed in parallel; sgemm reads the ξ-th planes with strides.
+        // transformed in parallel; the products read the ξ-th planes with strides.
         let mut v = vec![0.0f32; c_in * xi_count * tiles];
         let mut m = vec![0.0f32; c_out * xi_count * tiles];
         for ty0 in (0..tiles_y).step_by(band) {
