@@ -12,10 +12,13 @@
 //!   [--steps 10] [--runs 2]`: whole inpainting with the tiny models and a mid-size SDXL-inpainting
 //!   pipeline, ours (CPU, wgpu) next to diffusers;
 //! - `cargo xtask bench engine [--sizes 32,64] [--runs 3]`: UNet forward times on the CPU, wgpu
-//!   (f32, f16) and PyTorch, and the loader's peak memory on an SDXL-sized checkpoint.
+//!   (f32, f16) and PyTorch, and the loader's peak memory on an SDXL-sized checkpoint;
+//! - `cargo xtask bench size`: the gzip size of the npm module's client (wasm + JS) next to
+//!   `@fal-ai/client` bundled with its dependencies.
 
 mod bench;
 mod setup;
+mod size;
 mod util;
 
 use std::process::ExitCode;
@@ -56,8 +59,9 @@ fn main() -> ExitCode {
                 value("--steps").and_then(|v| v.parse().ok()).unwrap_or(10),
                 value("--runs").and_then(|v| v.parse().ok()).unwrap_or(2),
             ),
+            Some("size") => size::size_bench(&ctx),
             other => Err(format!(
-                "unknown benchmark {other:?}; available: proxy, engine, pipeline"
+                "unknown benchmark {other:?}; available: proxy, engine, pipeline, size"
             )),
         },
         _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | bench proxy|engine|pipeline>".into()),
@@ -117,7 +121,7 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
             }
             run(&mut cmd)
         };
-        wasm_test("fresco-web", &[], None)?;
+        wasm_test("fresco-web", &["--features", "webgpu"], None)?;
         // The engine's browser test streams the committed tiny models over HTTP: fresco serve
         // hands out tests/fixtures, on a fixed port so the test is not rebuilt for a new URL.
         let fixtures = fixture_server(ctx)?;

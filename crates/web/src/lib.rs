@@ -2,7 +2,7 @@
 //! client and the local engine arrive: endpoint-id parsing from `fresco-protocol` (the same code
 //! the server runs), and a WebGPU capability probe.
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
 pub mod gpu;
 
 use wasm_bindgen::prelude::*;
@@ -28,7 +28,7 @@ pub fn parse_endpoint_id(id: &str) -> Result<JsValue, JsError> {
 
 /// What the browser's WebGPU adapter offers (`{name, vendor, device_type, backend, shader_f16,
 /// max_buffer_size, …}`); rejects with a clear message where WebGPU is missing.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
 #[wasm_bindgen(js_name = webgpuCapabilities)]
 pub async fn webgpu_capabilities() -> Result<JsValue, JsError> {
     let gpu = gpu::Gpu::open()

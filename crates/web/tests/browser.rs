@@ -3,6 +3,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use fresco_protocol::urls;
+#[cfg(feature = "webgpu")]
 use fresco_web::gpu::Gpu;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
@@ -30,6 +31,7 @@ fn protocol_urls_are_built_in_the_browser_as_natively() {
     assert!(fresco_web::parse_endpoint_id("lora").is_err());
 }
 
+#[cfg(feature = "webgpu")]
 #[wasm_bindgen_test]
 async fn a_webgpu_adapter_is_there_and_runs_a_compute_pass() {
     let gpu = Gpu::open()
@@ -48,6 +50,7 @@ async fn a_webgpu_adapter_is_there_and_runs_a_compute_pass() {
     assert_eq!(out, expected);
 }
 
+#[cfg(feature = "webgpu")]
 fn web_sys_log(s: &str) {
     js_sys::Reflect::get(&js_sys::global(), &JsValue::from_str("console"))
         .ok()
