@@ -172,6 +172,10 @@ pub(crate) unsafe fn gemm(
     let run = |task: usize| {
         let (a, c) = (a, c);
         let i0 = task * per_task;
+        if i0 >= m {
+            // Rounding the tasks' rows up to whole panels can leave the last ones nothing.
+            return;
+        }
         let i1 = m.min(i0 + per_task);
         let mut packed_a = Aligned::zeroed(MC * kc_max);
         let packed_a = packed_a.as_mut_slice();
