@@ -1,6 +1,17 @@
 //! The npm module (WebAssembly). This first piece carries what the browser side needs before the
 //! client and the local engine arrive: endpoint-id parsing from `fresco-protocol` (the same code
-//! the server runs), and a WebGPU capability probe.
+//! the server runs), and, with the `webgpu` feature, a WebGPU capability probe.
+//!
+//! Two builds of this crate, so that a page that only calls the API never downloads the engine:
+//! the client (default features, `wasm-client` profile; `cargo xtask bench size` holds it to
+//! `@fal-ai/client`'s 21 KB gzipped) and the GPU side (`webgpu`: the probe now, the local engine's
+//! worker module later).
+//!
+//! What the budget means for the client (measured, README "The client's size"): serde_json alone
+//! would cost 31 KB and the `url` crate 80 KB, so neither is linked into the client: JSON and JS
+//! objects go through the browser's own `JSON` and `Reflect` (js-sys), and `fresco-protocol`
+//! contributes only its serde-free rules (endpoint ids, URLs, retry policy), written once for the
+//! server and the client.
 
 #[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
 pub mod gpu;
