@@ -7,19 +7,26 @@ use super::gemm::{PackedB, gemm};
 use super::winograd::Winograd;
 use super::{Operand, SharedMut, activations, floats, parallel_chunks};
 
-/// A convolution's parameters on the CPU: for a 3×3 stride-1 padding-1 convolution the filters
-/// as Winograd's tilings take them (`winograd`), for the others PyTorch's `[out, in, k, k]` weight
-/// packed as the `(in·k·k) × out` right-hand side of the im2col product (`weight`).
+/// A convolution's parameters on the CPU.
 #[derive(Debug)]
 pub struct CpuConv2d {
-    weight: Option<PackedB>,
-    winograd: Option<Winograd>,
+    method: Method,
     pub bias: Option<Vec<f32>>,
     pub c_in: usize,
     pub c_out: usize,
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
+}
+
+/// How a layer's weight is held, by the way the layer is computed.
+#[derive(Debug)]
+enum Method {
+    /// 3×3, stride 1, padding 1: the filters as Winograd's tilings take them.
+    Winograd(Winograd),
+    /// The others: PyTorch's `[out, in, k, k]` weight packed as the `(in·k·k) × out` right-hand
+    /// side of the im2col product.
+    Im2col(PackedB),
 }
 
 /// The most floats one im2col tile holds (32 MiB): the columns of a whole 512×512 VAE layer would
@@ -35,15 +42,14 @@ impl CpuConv2d {
     ) -> Result<Self, String> {
         let [c_out, c_in, kernel, _] = weight.dims();
         let weight = floats(weight)?;
-        let (weight, winograd) = if kernel == 3 && stride == 1 && padding == 1 {
-            (None, Some(Winograd::new(weight, c_out, c_in)))
+        let method = if kernel == 3 && stride == 1 && padding == 1 {
+            Method::Winograd(Winograd::new(weight, c_out, c_in))
         } else {
             let depth = c_in * kernel * kernel;
-            (Some(PackedB::from_transposed(&weight, depth, c_out)), None)
+            Method::Im2col(PackedB::from_transposed(&weight, depth, c_out))
         };
         Ok(CpuConv2d {
-            weight,
-            winograd,
+            method,
             bias: bias.map(floats).transpose()?,
             c_in,
             c_out,
@@ -74,20 +80,23 @@ impl CpuConv2d {
             }
             None => out.resize(batch * self.c_out * plane, 0.0),
         }
-        if let Some(winograd) = &self.winograd
-            && c * h * w > 0
-            && plane > 0
-        {
-            for (image, out) in input
-                .chunks_exact(c * h * w)
-                .zip(out.chunks_exact_mut(self.c_out * plane))
-            {
-                winograd.forward_image(image, h, w, out);
+        let weight = match &self.method {
+            Method::Winograd(winograd) => {
+                // An empty image leaves the bias (the filters see only zero padding).
+                if c * h * w > 0 && plane > 0 {
+                    for (image, out) in input
+                        .chunks_exact(c * h * w)
+                        .zip(out.chunks_exact_mut(self.c_out * plane))
+                    {
+                        winograd.forward_image(image, h, w, out);
+                    }
+                }
+                return Tensor::from_data(
+                    TensorData::new(out, [batch, self.c_out, ho, wo]),
+                    &device,
+                );
             }
-            return Tensor::from_data(TensorData::new(out, [batch, self.c_out, ho, wo]), &device);
-        }
-        let Some(weight) = &self.weight else {
-            unreachable!("a layer without Winograd filters has its im2col weight")
+            Method::Im2col(weight) => weight,
         };
         let depth = c * k * k;
         // A 1×1 convolution with stride 1 multiplies by the image itself: no columns to build.
