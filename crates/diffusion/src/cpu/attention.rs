@@ -42,42 +42,50 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tens
     let rows = (SCORE_TILE_FLOATS / m).clamp(1, n);
     let blocks = n.div_ceil(rows);
     let s = inner as isize;
+    // Each (batch, head)'s kᵀ (carrying the 1/√d) and v packed once, for all its blocks.
+    let packed: Vec<(PackedB, PackedB)> = (0..b * heads)
+        .into_par_iter()
+        .map(|bh| {
+            // Head `head` of batch `batch`: a column block `d` wide at `head · d`, rows `inner`
+            // apart.
+            let k_at = bh / heads * m * inner + bh % heads * d;
+            // SAFETY: kᵀ is d×m read from k (element (i, j) at k_at + j·inner + i, the last <
+            // b·m·inner); v's head is m×d with row stride `inner` from k_at, the same extent.
+            let (mut k_t, v_head) = unsafe {
+                (
+                    PackedB::pack(
+                        d,
+                        m,
+                        Operand {
+                            ptr: k.as_ptr().add(k_at),
+                            rows: 1,
+                            cols: s,
+                        },
+                    ),
+                    PackedB::pack(
+                        m,
+                        d,
+                        Operand {
+                            ptr: v.as_ptr().add(k_at),
+                            rows: s,
+                            cols: 1,
+                        },
+                    ),
+                )
+            };
+            k_t.scale(scale);
+            (k_t, v_head)
+        })
+        .collect();
     let out_ptr = SharedMut(out.as_mut_ptr());
     let task = |t: usize| {
         let (batch, head, block) = (t / (heads * blocks), t / blocks % heads, t % blocks);
+        let (k_t, v_head) = &packed[batch * heads + head];
         let r0 = block * rows;
         let r = rows.min(n - r0);
-        // Head `head` of batch `batch`: a column block `d` wide at `head · d`, rows `inner` apart.
-        let k_at = batch * m * inner + head * d;
         let q_at = (batch * n + r0) * inner + head * d;
         let mut scores = Vec::with_capacity(r * m);
         let mut sums = vec![0.0f32; r];
-        // SAFETY: kᵀ is d×m read from k (element (i, j) at k_at + j·inner + i, the last <
-        // b·m·inner); v's head is m×d with row stride `inner` from k_at, the same extent. kᵀ
-        // carries the 1/√d.
-        let (mut k_t, v_head) = unsafe {
-            (
-                PackedB::pack(
-                    d,
-                    m,
-                    Operand {
-                        ptr: k.as_ptr().add(k_at),
-                        rows: 1,
-                        cols: s,
-                    },
-                ),
-                PackedB::pack(
-                    m,
-                    d,
-                    Operand {
-                        ptr: v.as_ptr().add(k_at),
-                        rows: s,
-                        cols: 1,
-                    },
-                ),
-            )
-        };
-        k_t.scale(scale);
         // SAFETY: the q block is r×d with row stride `inner` from q_at, its last element at
         // q_at + (r-1)·inner + d - 1 < b·n·inner; the scores are r×m row-major in the capacity
         // of `scores`, every element of which gemm writes before the length is set. Nothing
@@ -90,7 +98,7 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tens
                     rows: s,
                     cols: 1,
                 },
-                &k_t,
+                k_t,
                 None,
                 false,
                 SharedMut(scores.as_mut_ptr()),
@@ -108,7 +116,7 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tens
             gemm(
                 r,
                 Operand::new(&scores, m, 1),
-                &v_head,
+                v_head,
                 None,
                 false,
                 SharedMut(out_ptr.ptr().add(q_at)),
