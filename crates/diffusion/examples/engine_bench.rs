@@ -7,7 +7,7 @@
 //!   (mid-size text encoders and VAE, the real CLIP tokenizers), random weights, so diffusers can
 //!   time the same models with the same weights;
 //! - `engine_bench gemm`: GFLOP/s on the UNet's linear-layer shapes of `matrixmultiply`'s sgemm
-//!   alone (rows split across the pool), of our CPU `Linear` (sgemm) and of Burn's CPU matmul
+//!   alone (rows split across the pool), of our CPU `Linear` (`cpu/gemm/`) and of Burn's CPU matmul
 //!   (plain, transposed right-hand side, through `linear`, batched); `tests/bench/gemm_torch.py`
 //!   prints PyTorch's `F.linear` on the same shapes;
 //! - `engine_bench rss --out FILE`: writes a checkpoint shaped like SDXL-inpaint's UNet (fp16,
