@@ -4,8 +4,10 @@
 //!   (`--check`: probes it and exits, as the test suite does);
 //! - `cargo xtask test [--no-lint]`: installs what is missing, then runs every test: formatting and
 //!   clippy, native unit and integration tests, the wasm tests in headless Chromium (WebGPU), the
-//!   end-to-end tests with the real `@fal-ai/client`, and the demo check;
+//!   end-to-end tests with the real `@fal-ai/client` and with our `@fresco/client`, and the demo
+//!   check;
 //! - `cargo xtask setup`: only the installs;
+//! - `cargo xtask npm`: builds the npm package `@fresco/client` into `<target>/npm/client`;
 //! - `cargo xtask bench proxy [--requests N] [--concurrency C]`: our proxy against
 //!   `@fal-ai/server-proxy`'s Express adapter, same upstream, same load;
 //! - `cargo xtask bench pipeline [--sizes 32,64,128] [--mid-sizes 256,512] [--mid-wgpu-sizes 256]
@@ -17,6 +19,7 @@
 //!   `@fal-ai/client` bundled with its dependencies.
 
 mod bench;
+mod npm;
 mod setup;
 mod size;
 mod util;
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::for_tests(&ctx),
         Some("test") => test(&ctx, !flag("--no-lint")),
+        Some("npm") => npm::build(&ctx).map(|_| ()),
         Some("demo") => demo(&ctx, value("--port").as_deref().unwrap_or("8080"), flag("--check"), true),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("proxy") => bench::proxy(
@@ -64,7 +68,7 @@ fn main() -> ExitCode {
                 "unknown benchmark {other:?}; available: proxy, engine, pipeline, size"
             )),
         },
-        _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | bench proxy|engine|pipeline>".into()),
+        _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | npm | bench proxy|engine|pipeline>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,12 +136,14 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
     // again with `-p fresco-cli` would resolve dependency features differently and compile the
     // whole tree a second time.
     timed(
-        "end-to-end tests (the real @fal-ai/client against fresco serve)",
+        "end-to-end tests (@fal-ai/client and our @fresco/client against fresco serve)",
         &mut || {
+            let package = npm::build(ctx)?;
             run(std::process::Command::new("node")
                 .args(["--test", "--test-reporter=spec", "e2e/"])
                 .current_dir(ctx.root.join("tests"))
-                .env("FRESCO_BIN", ctx.bin("fresco")))
+                .env("FRESCO_BIN", ctx.bin("fresco"))
+                .env("FRESCO_CLIENT", &package.dir))
         },
     )?;
     timed("demo check", &mut || demo(ctx, "0", true, false))?;

@@ -1,10 +1,8 @@
 //! `cargo xtask bench size`: what a page downloads for the client, ours against `@fal-ai/client`.
 //!
-//! Ours: `fresco-web` without its `webgpu` feature (the local engine is a separate, lazily loaded
-//! module), built with the `wasm-client` profile, bound by `wasm-bindgen --target web`, shrunk by
-//! `wasm-opt -Oz` when binaryen is installed; the `.wasm` and its JS glue, each gzipped (-9).
-//! Theirs: `@fal-ai/client` 1.10.1 with its dependencies bundled by esbuild (minified ESM for the
-//! browser, the exports a page imports), gzipped the same way.
+//! Ours: the npm package `cargo xtask npm` builds (crate docs there): its driver and wasm-bindgen
+//! glue bundled and minified by esbuild, and the `.wasm`, each gzipped (-9). Theirs:
+//! `@fal-ai/client` 1.10.1 with its dependencies, bundled the same way (the same exports).
 
 use std::path::Path;
 use std::process::Command;
@@ -34,94 +32,80 @@ fn kb(bytes: u64) -> String {
     format!("{:.1} KB", bytes as f64 / 1000.0)
 }
 
-pub fn size_bench(ctx: &Ctx) -> Result {
-    crate::setup::node_packages(ctx)?;
-    let out = ctx.target_dir.join("size");
-    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-
-    run(ctx.cargo().args([
-        "build",
-        "-p",
-        "fresco-web",
-        "--lib",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--profile",
-        "wasm-client",
-        "--locked",
-    ]))?;
-    let built = ctx
-        .target_dir
-        .join("wasm32-unknown-unknown/wasm-client/fresco_web.wasm");
-    run(Command::new("wasm-bindgen")
-        .args(["--target", "web", "--out-dir"])
-        .arg(&out)
-        .arg(&built))?;
-    let wasm = out.join("fresco_web_bg.wasm");
-    let js = out.join("fresco_web.js");
-    let raw = size(&wasm)?;
-    let optimised = crate::util::which("wasm-opt").is_some();
-    if optimised {
-        run(Command::new("wasm-opt")
-            .args(["-Oz", "--strip-debug", "--strip-producers"])
-            .arg(&wasm)
-            .arg("-o")
-            .arg(&wasm))?;
-    }
-
-    // @fal-ai/client as a page gets it: bundled with its dependencies, minified.
+/// esbuild's minified browser bundle of `entry`, resolving packages from tests/node_modules.
+fn bundle(ctx: &Ctx, entry: &Path, outfile: &Path) -> Result {
     let tests = ctx.root.join("tests");
-    let entry = out.join("fal-entry.mjs");
-    std::fs::write(
-        &entry,
-        "export { fal, createFalClient, ApiError, ValidationError, parseEndpointId } from \"@fal-ai/client\";\n",
-    )
-    .map_err(|e| e.to_string())?;
-    let bundle = out.join("fal-client.bundle.js");
     run(Command::new(tests.join("node_modules/.bin/esbuild"))
-        .arg(&entry)
+        .arg(entry)
         .args([
             "--bundle",
             "--minify",
             "--format=esm",
             "--platform=browser",
+            "--target=es2022",
             "--log-level=warning",
+            // The wasm is a file beside the bundle, fetched by the code; counted on its own.
+            "--external:*.wasm",
         ])
-        .arg(format!("--outfile={}", bundle.display()))
-        // Resolve the package from tests/node_modules.
-        .env("NODE_PATH", tests.join("node_modules")))?;
+        .arg(format!("--outfile={}", outfile.display()))
+        .env("NODE_PATH", tests.join("node_modules")))
+}
 
-    let (wasm_gz, js_gz) = (gzip_size(&wasm)?, gzip_size(&js)?);
+pub fn size_bench(ctx: &Ctx) -> Result {
+    let out = ctx.target_dir.join("size");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let package = crate::npm::build(ctx)?;
+
+    // Both clients as a page's bundler ships them: the exports a page imports, with everything
+    // they pull in, minified by esbuild.
+    let exports = "fal, createFalClient, ApiError, ValidationError, parseEndpointId";
+    let ours_entry = out.join("fresco-entry.mjs");
+    std::fs::write(
+        &ours_entry,
+        format!(
+            "export {{ {exports} }} from {:?};\n",
+            package.dir.join("index.js").display().to_string()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let ours_js = out.join("fresco-client.bundle.js");
+    bundle(ctx, &ours_entry, &ours_js)?;
+    let theirs_entry = out.join("fal-entry.mjs");
+    std::fs::write(
+        &theirs_entry,
+        format!("export {{ {exports} }} from \"@fal-ai/client\";\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let theirs_js = out.join("fal-client.bundle.js");
+    bundle(ctx, &theirs_entry, &theirs_js)?;
+
+    let wasm = package.wasm();
+    let (wasm_gz, js_gz) = (gzip_size(&wasm)?, gzip_size(&ours_js)?);
     let ours = wasm_gz + js_gz;
-    let theirs = gzip_size(&bundle)?;
+    let theirs = gzip_size(&theirs_js)?;
     println!("\nthe client a page downloads, gzip -9:\n");
     println!("| what | raw | gzip |");
     println!("|---|---:|---:|");
     println!(
-        "| fresco-web client: wasm{} | {} | {} |",
-        if optimised {
-            " (wasm-opt -Oz)"
-        } else {
-            " (no wasm-opt here)"
-        },
+        "| @fresco/client: wasm (wasm-opt -Oz) | {} | {} |",
         kb(size(&wasm)?),
         kb(wasm_gz)
     );
     println!(
-        "| fresco-web client: JS glue | {} | {} |",
-        kb(size(&js)?),
+        "| @fresco/client: JS (driver + wasm-bindgen glue, esbuild, minified) | {} | {} |",
+        kb(size(&ours_js)?),
         kb(js_gz)
     );
-    println!("| **fresco-web client, total** | | **{}** |", kb(ours));
+    println!("| **@fresco/client, total** | | **{}** |", kb(ours));
     println!(
         "| @fal-ai/client 1.10.1 + dependencies (esbuild, minified) | {} | {} |",
-        kb(size(&bundle)?),
+        kb(size(&theirs_js)?),
         kb(theirs)
     );
     println!(
         "\nours / theirs: {:.2}× (goal ≤ 1.0×); the wasm before wasm-opt: {}",
         ours as f64 / theirs as f64,
-        kb(raw)
+        kb(package.raw_wasm)
     );
     Ok(())
 }

@@ -6,9 +6,28 @@ use std::fmt;
 /// The first path segments that name a namespace rather than an owner.
 pub const NAMESPACES: [&str; 2] = ["workflows", "comfy"];
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Invalid app id: {0}. Must be in the format <appOwner>/<appId>")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidAppId(pub String);
+
+impl InvalidAppId {
+    /// The client's message, word for word.
+    pub fn message(&self) -> String {
+        [
+            "Invalid app id: ",
+            &self.0,
+            ". Must be in the format <appOwner>/<appId>",
+        ]
+        .concat()
+    }
+}
+
+impl fmt::Display for InvalidAppId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for InvalidAppId {}
 
 /// Normalises an endpoint id the way `@fal-ai/client` does: an id containing `/` is returned
 /// unchanged; `12345-my-app` becomes `12345/my-app`; anything else is an error.
@@ -26,7 +45,7 @@ pub fn ensure_endpoint_id_format(id: &str) -> Result<String, InvalidAppId> {
         && !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
-        return Ok(format!("{number}/{name}"));
+        return Ok([number, "/", name].concat());
     }
     Err(InvalidAppId(id.to_owned()))
 }
@@ -52,7 +71,10 @@ impl EndpointId {
         };
         let owner = rest.first().copied().unwrap_or_default().to_owned();
         let alias = rest.get(1).copied().unwrap_or_default().to_owned();
-        let path = rest.get(2..).map(|p| p.join("/")).filter(|p| !p.is_empty());
+        let path = rest
+            .get(2..)
+            .map(|p| crate::text::join(p, "/"))
+            .filter(|p| !p.is_empty());
         Ok(EndpointId {
             namespace,
             owner,
@@ -74,8 +96,8 @@ impl EndpointId {
     /// `[namespace/]owner/alias`: the part that queue status, result and cancel use (§3.5).
     pub fn app_id(&self) -> String {
         match &self.namespace {
-            Some(ns) => format!("{ns}/{}/{}", self.owner, self.alias),
-            None => format!("{}/{}", self.owner, self.alias),
+            Some(ns) => [ns, "/", &self.owner, "/", &self.alias].concat(),
+            None => [&self.owner, "/", &self.alias].concat(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod queue;
 pub mod retry;
 pub mod sse;
 pub mod storage;
+pub mod text;
 pub mod urls;
 pub mod validate;
 

@@ -122,11 +122,8 @@ impl SseParser {
         if line.starts_with(':') {
             return;
         }
-        let (field, value) = match line.find(':') {
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(' ').unwrap_or(v))
-            }
+        let (field, value) = match crate::text::split_once_byte(&line, b':') {
+            Some((field, v)) => (field, v.strip_prefix(' ').unwrap_or(v)),
             None => (line.as_str(), ""),
         };
         match field {

@@ -62,6 +62,20 @@ pub fn expiration_seconds(name: &str) -> Option<Option<u64>> {
     })
 }
 
+/// The name an upload gets when its `File` has none: `{now_ms}.{ext}`, `ext` being the content
+/// type's subtype cut at the first `-` or `;` (`image/png` → `png`, `application/octet-stream` →
+/// `octet`, `image/svg+xml` → `svg+xml`), as `@fal-ai/client` names it (§10.2). `None` for a
+/// content type without `/` (where the original throws a `TypeError`).
+pub fn default_file_name(content_type: &str, now_ms: u64) -> Option<String> {
+    let slash = content_type.bytes().position(|b| b == b'/')?;
+    let subtype = content_type.get(slash + 1..)?;
+    let end = subtype
+        .bytes()
+        .position(|b| b == b'-' || b == b';')
+        .unwrap_or(subtype.len());
+    Some([&crate::text::decimal(now_ms), ".", subtype.get(..end)?].concat())
+}
+
 /// The number of parts a multipart upload of `size` bytes has.
 pub fn multipart_part_count(size: u64) -> u64 {
     size.div_ceil(MULTIPART_CHUNK_SIZE)
@@ -91,6 +105,27 @@ mod tests {
         assert_eq!(multipart_part_count(91 * 1024 * 1024), 10);
         assert_eq!(multipart_part_count(MULTIPART_CHUNK_SIZE), 1);
         assert_eq!(multipart_part_count(MULTIPART_CHUNK_SIZE + 1), 2);
+    }
+
+    #[test]
+    fn default_file_names_take_the_subtype() {
+        assert_eq!(
+            default_file_name("image/png", 17).as_deref(),
+            Some("17.png")
+        );
+        assert_eq!(
+            default_file_name("application/octet-stream", 1).as_deref(),
+            Some("1.octet")
+        );
+        assert_eq!(
+            default_file_name("image/svg+xml", 2).as_deref(),
+            Some("2.svg+xml")
+        );
+        assert_eq!(
+            default_file_name("text/plain;charset=utf-8", 3).as_deref(),
+            Some("3.plain")
+        );
+        assert_eq!(default_file_name("png", 4), None);
     }
 
     #[test]

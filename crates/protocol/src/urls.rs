@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use crate::endpoint::{EndpointId, InvalidAppId, ensure_endpoint_id_format};
+use crate::text::{find_any, find_str, rfind_byte, split_around, split_once_byte};
 
 /// The host of the synchronous run API.
 pub const RUN_HOST: &str = "fal.run";
@@ -36,9 +37,22 @@ pub struct UrlOptions<'a> {
 }
 
 /// A URL that has failed [`AbsoluteUrl::parse`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not an absolute URL with a host: {0:?}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidUrl(pub String);
+
+impl InvalidUrl {
+    pub fn message(&self) -> String {
+        ["not an absolute URL with a host: \"", &self.0, "\""].concat()
+    }
+}
+
+impl std::fmt::Display for InvalidUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message())
+    }
+}
+
+impl std::error::Error for InvalidUrl {}
 
 /// The parts of an absolute `scheme://host/path?query#fragment` URL these rules read, as the
 /// WHATWG URL parser reports them for well-formed URLs: scheme and host lowercased, userinfo
@@ -59,21 +73,25 @@ impl<'a> AbsoluteUrl<'a> {
     pub fn parse(url: &'a str) -> Result<Self, InvalidUrl> {
         let invalid = || InvalidUrl(url.to_owned());
         let url_trimmed = url.trim();
-        let (scheme, rest) = url_trimmed.split_once("://").ok_or_else(invalid)?;
-        let mut chars = scheme.chars();
-        let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-            && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        let (scheme, rest) = find_str(url_trimmed, "://")
+            .map(|i| split_around(url_trimmed, i, 3))
+            .ok_or_else(invalid)?;
+        let mut bytes = scheme.bytes();
+        let scheme_ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+            && bytes.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
         if !scheme_ok {
             return Err(invalid());
         }
         let scheme = scheme.to_ascii_lowercase();
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, after) = rest.split_at(end);
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let end = find_any(rest, b"/?#").unwrap_or(rest.len());
+        let (authority, after) = split_around(rest, end, 0);
+        let host_port =
+            rfind_byte(authority, b'@').map_or(authority, |i| split_around(authority, i, 1).1);
         // The port: after the last `:` that is not inside an IPv6 literal.
-        let (host, port) = match host_port.rfind(':') {
-            Some(i) if !host_port[i..].contains(']') => {
-                (&host_port[..i], Some(&host_port[i + 1..]))
+        let (host, port) = match rfind_byte(host_port, b':') {
+            Some(i) if !host_port.bytes().skip(i).any(|b| b == b']') => {
+                let (h, p) = split_around(host_port, i, 1);
+                (h, Some(p))
             }
             _ => (host_port, None),
         };
@@ -88,12 +106,12 @@ impl<'a> AbsoluteUrl<'a> {
         };
         let host = match port {
             Some(p) if !p.is_empty() && Some(p) != default_port => {
-                format!("{}:{p}", host.to_ascii_lowercase())
+                [&host.to_ascii_lowercase(), ":", p].concat()
             }
             _ => host.to_ascii_lowercase(),
         };
-        let after = after.split_once('#').map_or(after, |(a, _)| a);
-        let (path, query) = match after.split_once('?') {
+        let after = split_once_byte(after, b'#').map_or(after, |(a, _)| a);
+        let (path, query) = match split_once_byte(after, b'?') {
             Some((p, q)) => (p, Some(q)),
             None => (after, None),
         };
@@ -107,13 +125,13 @@ impl<'a> AbsoluteUrl<'a> {
 
     /// `url.origin`: `scheme://host`.
     pub fn origin(&self) -> String {
-        format!("{}://{}", self.scheme, self.host)
+        [&self.scheme, "://", &self.host].concat()
     }
 
     /// `url.search`: `?query`, or empty when the query is absent or empty.
     pub fn search(&self) -> String {
         match self.query {
-            Some(q) if !q.is_empty() => format!("?{q}"),
+            Some(q) if !q.is_empty() => ["?", q].concat(),
             _ => String::new(),
         }
     }
@@ -184,9 +202,7 @@ pub fn js_string(value: &Value) -> String {
 
 /// Builds a URL as `buildUrl` does (§3.3).
 pub fn build_url(id: &str, options: &UrlOptions<'_>) -> Result<String, InvalidAppId> {
-    let method = options.method.unwrap_or("post").to_ascii_lowercase();
-    let path = normalize_path(options.path.unwrap_or(""));
-
+    let method = options.method.unwrap_or("post");
     // `{...query, ...(GET ? input : {})}`: later keys replace earlier ones in place.
     let mut params: Vec<(String, String)> = Vec::new();
     let mut set = |key: &str, value: String| match params.iter_mut().find(|(k, _)| k == key) {
@@ -196,35 +212,40 @@ pub fn build_url(id: &str, options: &UrlOptions<'_>) -> Result<String, InvalidAp
     for (k, v) in &options.query {
         set(k, v.clone());
     }
-    if method == "get"
+    if method.eq_ignore_ascii_case("get")
         && let Some(Value::Object(input)) = options.input
     {
         for (k, v) in input {
             set(k, js_string(v));
         }
     }
+    url_with_params(id, options.path, options.subdomain, &params)
+}
+
+/// The rest of `buildUrl` once its query parameters are merged and stringified (what the npm
+/// module calls: JavaScript has already done `{...query, ...input}` and `String(value)`).
+pub fn url_with_params(
+    id: &str,
+    path: Option<&str>,
+    subdomain: Option<&str>,
+    params: &[(String, String)],
+) -> Result<String, InvalidAppId> {
+    let path = normalize_path(path.unwrap_or(""));
     let query = if params.is_empty() {
         String::new()
     } else {
-        format!("?{}", form_urlencode(&params))
+        ["?", &form_urlencode(params)].concat()
     };
 
     if is_fal_url(id) {
-        let base = if id.ends_with('/') {
-            id.to_owned()
-        } else {
-            format!("{id}/")
-        };
-        return Ok(format!("{base}{path}{query}"));
+        let slash = if id.ends_with('/') { "" } else { "/" };
+        return Ok([id, slash, &path, &query].concat());
     }
     let app_id = ensure_endpoint_id_format(id)?;
-    let sub = options
-        .subdomain
-        .map(|s| format!("{s}."))
-        .unwrap_or_default();
-    let url = format!("https://{sub}{RUN_HOST}/{app_id}/{path}");
+    let (sub, dot) = subdomain.map_or(("", ""), |s| (s, "."));
+    let url = ["https://", sub, dot, RUN_HOST, "/", &app_id, "/", &path].concat();
     let url = url.strip_suffix('/').unwrap_or(&url);
-    Ok(format!("{url}{query}"))
+    Ok([url, &query].concat())
 }
 
 /// One leading `/` removed, then the first run of two or more slashes collapsed.
@@ -238,7 +259,9 @@ fn normalize_path(path: &str) -> String {
             while end < bytes.len() && bytes[end] == b'/' {
                 end += 1;
             }
-            return format!("{}/{}", &path[..i], &path[end..]);
+            let (before, _) = split_around(path, i, 0);
+            let (_, after) = split_around(path, end, 0);
+            return [before, "/", after].concat();
         }
         i += 1;
     }
@@ -248,7 +271,7 @@ fn normalize_path(path: &str) -> String {
 /// `resolveEndpointPath(app, path, defaultPath)` (§3.4).
 pub fn resolve_endpoint_path(app: &str, path: Option<&str>, default_path: &str) -> Option<String> {
     match path {
-        Some(p) => Some(format!("/{}", p.trim_start_matches('/'))),
+        Some(p) => Some(["/", p.trim_start_matches('/')].concat()),
         None if app.ends_with(default_path) => None,
         None => Some(default_path.to_owned()),
     }
@@ -273,22 +296,24 @@ pub fn queue_submit_url(id: &str, webhook_url: Option<&str>) -> Result<String, I
     )
 }
 
-fn queue_request_url(
+/// `https://queue.fal.run/{[ns/]owner/alias}/requests/{request_id}{suffix}[?logs=0|1]`: the URL of every
+/// per-request queue call (§3.5, §8.3–§8.6).
+pub fn queue_request_url(
     id: &str,
     request_id: &str,
     suffix: &str,
     logs: Option<bool>,
 ) -> Result<String, InvalidAppId> {
     let app = EndpointId::parse(id)?.app_id();
-    build_url(
-        &format!("{app}/requests/{request_id}{suffix}"),
-        &UrlOptions {
-            subdomain: Some(QUEUE_SUBDOMAIN),
-            query: logs
-                .map(|l| vec![("logs".to_owned(), if l { "1" } else { "0" }.to_owned())])
-                .unwrap_or_default(),
-            ..Default::default()
-        },
+    let query: &[(String, String)] = match logs {
+        Some(l) => &[("logs".to_owned(), if l { "1" } else { "0" }.to_owned())],
+        None => &[],
+    };
+    url_with_params(
+        &[&app, "/requests/", request_id, suffix].concat(),
+        None,
+        Some(QUEUE_SUBDOMAIN),
+        query,
     )
 }
 
@@ -323,17 +348,24 @@ pub fn storage_initiate_url(multipart: bool) -> String {
     } else {
         "initiate"
     };
-    format!("{REST_API_URL}/storage/upload/{op}?storage_type={STORAGE_TYPE}")
+    [
+        REST_API_URL,
+        "/storage/upload/",
+        op,
+        "?storage_type=",
+        STORAGE_TYPE,
+    ]
+    .concat()
 }
 
 /// `POST https://rest.fal.ai/tokens/` (§12).
 pub fn token_url() -> String {
-    format!("{REST_API_URL}/tokens/")
+    [REST_API_URL, "/tokens/"].concat()
 }
 
 /// The URL of multipart part `n` (1-based): `{origin}{pathname}/{n}{search}` (§10.3).
 pub fn multipart_part_url(upload_url: &str, part: u32) -> Result<String, InvalidUrl> {
-    multipart_url(upload_url, &part.to_string())
+    multipart_url(upload_url, &crate::text::decimal(part.into()))
 }
 
 /// The multipart completion URL: `{origin}{pathname}/complete{search}` (§10.3).
@@ -343,7 +375,7 @@ pub fn multipart_complete_url(upload_url: &str) -> Result<String, InvalidUrl> {
 
 fn multipart_url(upload_url: &str, last: &str) -> Result<String, InvalidUrl> {
     let u = AbsoluteUrl::parse(upload_url)?;
-    Ok(format!("{}{}/{last}{}", u.origin(), u.path, u.search()))
+    Ok([&u.origin(), u.path, "/", last, &u.search()].concat())
 }
 
 #[cfg(test)]

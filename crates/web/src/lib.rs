@@ -1,28 +1,36 @@
-//! The npm module (WebAssembly). This first piece carries what the browser side needs before the
-//! client and the local engine arrive: endpoint-id parsing from `fresco-protocol` (the same code
-//! the server runs), and, with the `webgpu` feature, a WebGPU capability probe.
+//! The npm module `@fresco/client` (WebAssembly + a JavaScript driver): a mirror of
+//! `@fal-ai/client` 1.10.1, and, with the `webgpu` feature, the browser side of the local engine.
 //!
 //! Two builds of this crate, so that a page that only calls the API never downloads the engine:
 //! the client (default features, `wasm-client` profile; `cargo xtask bench size` holds it to
 //! `@fal-ai/client`'s 21 KB gzipped) and the GPU side (`webgpu`: the probe now, the local engine's
 //! worker module later).
 //!
-//! What the budget means for the client (measured, README "The client's size"): serde_json alone
-//! would cost 31 KB and the `url` crate 80 KB, so neither is linked into the client: JSON and JS
-//! objects go through the browser's own `JSON` and `Reflect` (js-sys), and `fresco-protocol`
-//! contributes only its serde-free rules (endpoint ids, URLs, retry policy), written once for the
-//! server and the client.
+//! The client is split by what each language is for. [`client`] holds the rules — URLs, retry
+//! policy and backoff, multipart layout, upload names, lifecycle names, server-sent events — and
+//! they are `fresco-protocol`'s, the same code the server runs. `js/index.js` is the driver: the
+//! `fal` singleton and `createFalClient`, `fetch` with its headers and retry loop, polling and
+//! streaming, uploads, `ApiError`/`ValidationError` as real classes (`instanceof` must work
+//! across the module boundary, and JavaScript owns the prototypes). It asks the wasm for every
+//! decision above and does the I/O itself. Why the I/O is not in Rust too: measured (README,
+//! "The client's size"), `wasm-bindgen-futures` with one retrying fetch is 14.5 KB gzipped,
+//! serde_json 31 KB and the `url` crate 80 KB, against a whole budget of 21 KB. So the client
+//! links neither: JSON and objects stay JavaScript's, and the rules stay synchronous.
 
 #[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
 pub mod gpu;
+
+pub mod client;
+
+#[cfg(all(target_arch = "wasm32", not(feature = "webgpu")))]
+mod alloc;
 
 use wasm_bindgen::prelude::*;
 
 /// `parseEndpointId(id)`, as `@fal-ai/client` exports it: `{owner, alias, path?, namespace?}`.
 #[wasm_bindgen(js_name = parseEndpointId)]
 pub fn parse_endpoint_id(id: &str) -> Result<JsValue, JsError> {
-    let parsed =
-        fresco_protocol::EndpointId::parse(id).map_err(|e| JsError::new(&e.to_string()))?;
+    let parsed = fresco_protocol::EndpointId::parse(id).map_err(|e| JsError::new(&e.message()))?;
     let obj = js_sys::Object::new();
     let set =
         |k: &str, v: &str| js_sys::Reflect::set(&obj, &JsValue::from_str(k), &JsValue::from_str(v));

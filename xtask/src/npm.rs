@@ -1,0 +1,99 @@
+//! `cargo xtask npm`: the npm package `@fresco/client`, built into `<target>/npm/client`.
+//!
+//! `fresco-web` without its `webgpu` feature (the local engine is a separate, lazily loaded
+//! module), compiled with the `wasm-client` profile, bound by `wasm-bindgen --target web` as
+//! `core.js` + `core_bg.wasm`, shrunk by `wasm-opt -Oz`, beside the hand-written driver and types
+//! of `crates/web/js`. wasm-opt is binaryen's npm build (a dev dependency in tests/): Debian's
+//! binaryen 108 writes wasm-bindgen's `externref` table back as `anyref`, and the module then
+//! fails to instantiate.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{Ctx, Result, run};
+
+/// The package's version (kept equal to the driver's `VERSION` and the workspace's).
+pub const VERSION: &str = "0.1.0";
+
+pub struct Package {
+    pub dir: PathBuf,
+    /// The wasm's size before wasm-opt, in bytes.
+    pub raw_wasm: u64,
+}
+
+impl Package {
+    pub fn wasm(&self) -> PathBuf {
+        self.dir.join("core_bg.wasm")
+    }
+}
+
+fn copy(from: &Path, to: &Path) -> Result {
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("copy {} → {}: {e}", from.display(), to.display()))
+}
+
+pub fn build(ctx: &Ctx) -> Result<Package> {
+    crate::setup::node_packages(ctx)?;
+    let dir = ctx.target_dir.join("npm/client");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    run(ctx.cargo().args([
+        "build",
+        "-p",
+        "fresco-web",
+        "--lib",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        "wasm-client",
+        "--locked",
+    ]))?;
+    let built = ctx
+        .target_dir
+        .join("wasm32-unknown-unknown/wasm-client/fresco_web.wasm");
+    run(Command::new("wasm-bindgen")
+        .args(["--target", "web", "--out-name", "core", "--out-dir"])
+        .arg(&dir)
+        .arg(&built))?;
+    let wasm = dir.join("core_bg.wasm");
+    let raw_wasm = std::fs::metadata(&wasm).map_err(|e| e.to_string())?.len();
+    run(
+        Command::new(ctx.root.join("tests/node_modules/.bin/wasm-opt"))
+            .args(["-Oz", "--strip-debug", "--strip-producers"])
+            .arg(&wasm)
+            .arg("-o")
+            .arg(&wasm),
+    )?;
+    let js = ctx.root.join("crates/web/js");
+    for file in ["index.js", "index.d.ts"] {
+        copy(&js.join(file), &dir.join(file))?;
+    }
+    copy(&js.join("README.md"), &dir.join("README.md"))?;
+    let manifest = format!(
+        r#"{{
+  "name": "@fresco/client",
+  "version": "{VERSION}",
+  "description": "fal's JavaScript client (@fal-ai/client 1.10.1) in Rust and WebAssembly: same API, same wire, for fal or a self-hosted fresco server",
+  "license": "MIT OR Apache-2.0",
+  "type": "module",
+  "main": "./index.js",
+  "types": "./index.d.ts",
+  "exports": {{
+    ".": {{ "types": "./index.d.ts", "default": "./index.js" }}
+  }},
+  "files": ["index.js", "index.d.ts", "core.js", "core_bg.wasm", "README.md"],
+  "sideEffects": ["./index.js"],
+  "engines": {{ "node": ">=20" }}
+}}
+"#
+    );
+    std::fs::write(dir.join("package.json"), manifest).map_err(|e| e.to_string())?;
+    for stray in ["core.d.ts", "core_bg.wasm.d.ts"] {
+        let _ = std::fs::remove_file(dir.join(stray));
+    }
+    println!("@fresco/client {VERSION} → {}", dir.display());
+    Ok(Package { dir, raw_wasm })
+}
