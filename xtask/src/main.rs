@@ -136,14 +136,26 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
     // again with `-p fresco-cli` would resolve dependency features differently and compile the
     // whole tree a second time.
     timed(
-        "end-to-end tests (@fal-ai/client and our @fresco/client against fresco serve)",
+        "npm module: build, types, and its size against @fal-ai/client's",
         &mut || {
-            let package = npm::build(ctx)?;
+            npm::build(ctx)?;
+            let tests = ctx.root.join("tests");
+            run(
+                std::process::Command::new(tests.join("node_modules/.bin/tsc"))
+                    .args(["-p", "types"])
+                    .current_dir(&tests),
+            )?;
+            size::check(ctx)
+        },
+    )?;
+    timed(
+        "end-to-end tests (@fal-ai/client and @fresco/client against fresco serve, in Node and headless Chromium)",
+        &mut || {
             run(std::process::Command::new("node")
-                .args(["--test", "--test-reporter=spec", "e2e/"])
+                .args(["--test", "--test-reporter=spec", "e2e/", "browser/"])
                 .current_dir(ctx.root.join("tests"))
                 .env("FRESCO_BIN", ctx.bin("fresco"))
-                .env("FRESCO_CLIENT", &package.dir))
+                .env("FRESCO_CLIENT", npm::dir(ctx)))
         },
     )?;
     timed("demo check", &mut || demo(ctx, "0", true, false))?;

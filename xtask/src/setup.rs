@@ -7,11 +7,11 @@ use std::time::Instant;
 use crate::util::{Ctx, Result, output, run, which};
 
 /// Debian packages: Chromium and its driver for the browser tests (WebGPU on SwiftShader);
-/// binaryen's wasm-opt for release wasm; Mesa's lavapipe Vulkan driver for native wgpu on the CPU.
-pub const APT_PACKAGES: [&str; 5] = [
+/// Mesa's lavapipe Vulkan driver for native wgpu on the CPU. (Not binaryen: Debian's 108 breaks
+/// wasm-bindgen's externref table; the npm module's wasm-opt comes from npm, `xtask/src/npm.rs`.)
+pub const APT_PACKAGES: [&str; 4] = [
     "chromium",
     "chromium-driver",
-    "binaryen",
     "mesa-vulkan-drivers",
     "libvulkan1",
 ];

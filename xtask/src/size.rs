@@ -51,10 +51,27 @@ fn bundle(ctx: &Ctx, entry: &Path, outfile: &Path) -> Result {
         .env("NODE_PATH", tests.join("node_modules")))
 }
 
-pub fn size_bench(ctx: &Ctx) -> Result {
+/// Gzipped sizes, in bytes, of what a page downloads for each client.
+struct Sizes {
+    wasm: u64,
+    wasm_gz: u64,
+    js: u64,
+    js_gz: u64,
+    theirs: u64,
+    theirs_gz: u64,
+}
+
+impl Sizes {
+    fn ours_gz(&self) -> u64 {
+        self.wasm_gz + self.js_gz
+    }
+}
+
+/// Measures the package `cargo xtask npm` built last, and @fal-ai/client.
+fn measure(ctx: &Ctx) -> Result<Sizes> {
     let out = ctx.target_dir.join("size");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
-    let package = crate::npm::build(ctx)?;
+    let package = crate::npm::dir(ctx);
 
     // Both clients as a page's bundler ships them: the exports a page imports, with everything
     // they pull in, minified by esbuild.
@@ -64,7 +81,7 @@ pub fn size_bench(ctx: &Ctx) -> Result {
         &ours_entry,
         format!(
             "export {{ {exports} }} from {:?};\n",
-            package.dir.join("index.js").display().to_string()
+            package.join("index.js").display().to_string()
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -78,33 +95,62 @@ pub fn size_bench(ctx: &Ctx) -> Result {
     .map_err(|e| e.to_string())?;
     let theirs_js = out.join("fal-client.bundle.js");
     bundle(ctx, &theirs_entry, &theirs_js)?;
+    let wasm = package.join("core_bg.wasm");
+    Ok(Sizes {
+        wasm: size(&wasm)?,
+        wasm_gz: gzip_size(&wasm)?,
+        js: size(&ours_js)?,
+        js_gz: gzip_size(&ours_js)?,
+        theirs: size(&theirs_js)?,
+        theirs_gz: gzip_size(&theirs_js)?,
+    })
+}
 
-    let wasm = package.wasm();
-    let (wasm_gz, js_gz) = (gzip_size(&wasm)?, gzip_size(&ours_js)?);
-    let ours = wasm_gz + js_gz;
-    let theirs = gzip_size(&theirs_js)?;
+/// The test suite's check: the client a page downloads is no larger than @fal-ai/client.
+pub fn check(ctx: &Ctx) -> Result {
+    let s = measure(ctx)?;
+    println!(
+        "@fresco/client {} gzipped (wasm {} + JS {}), @fal-ai/client {}",
+        kb(s.ours_gz()),
+        kb(s.wasm_gz),
+        kb(s.js_gz),
+        kb(s.theirs_gz)
+    );
+    if s.ours_gz() > s.theirs_gz {
+        return Err(format!(
+            "@fresco/client is {} gzipped, more than @fal-ai/client's {} (cargo xtask bench size)",
+            kb(s.ours_gz()),
+            kb(s.theirs_gz)
+        ));
+    }
+    Ok(())
+}
+
+pub fn size_bench(ctx: &Ctx) -> Result {
+    let package = crate::npm::build(ctx)?;
+    let s = measure(ctx)?;
     println!("\nthe client a page downloads, gzip -9:\n");
     println!("| what | raw | gzip |");
     println!("|---|---:|---:|");
     println!(
         "| @fresco/client: wasm (wasm-opt -Oz) | {} | {} |",
-        kb(size(&wasm)?),
-        kb(wasm_gz)
+        kb(s.wasm),
+        kb(s.wasm_gz)
     );
     println!(
         "| @fresco/client: JS (driver + wasm-bindgen glue, esbuild, minified) | {} | {} |",
-        kb(size(&ours_js)?),
-        kb(js_gz)
+        kb(s.js),
+        kb(s.js_gz)
     );
-    println!("| **@fresco/client, total** | | **{}** |", kb(ours));
+    println!("| **@fresco/client, total** | | **{}** |", kb(s.ours_gz()));
     println!(
         "| @fal-ai/client 1.10.1 + dependencies (esbuild, minified) | {} | {} |",
-        kb(size(&theirs_js)?),
-        kb(theirs)
+        kb(s.theirs),
+        kb(s.theirs_gz)
     );
     println!(
         "\nours / theirs: {:.2}× (goal ≤ 1.0×); the wasm before wasm-opt: {}",
-        ours as f64 / theirs as f64,
+        s.ours_gz() as f64 / s.theirs_gz as f64,
         kb(package.raw_wasm)
     );
     Ok(())

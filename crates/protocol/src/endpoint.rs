@@ -1,7 +1,10 @@
 //! Endpoint ids: `owner/alias[/path]`, the legacy numeric form `12345-my-app`, and the
 //! `workflows/` and `comfy/` namespaces (fal-api.md §3.1, §3.2, §3.5).
 
-use std::fmt;
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
 
 /// The first path segments that name a namespace rather than an owner.
 pub const NAMESPACES: [&str; 2] = ["workflows", "comfy"];
@@ -27,7 +30,7 @@ impl fmt::Display for InvalidAppId {
     }
 }
 
-impl std::error::Error for InvalidAppId {}
+impl core::error::Error for InvalidAppId {}
 
 /// Normalises an endpoint id the way `@fal-ai/client` does: an id containing `/` is returned
 /// unchanged; `12345-my-app` becomes `12345/my-app`; anything else is an error.

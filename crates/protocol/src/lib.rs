@@ -3,19 +3,33 @@
 //!
 //! Pure: no I/O, builds for `wasm32-unknown-unknown` and natively. The server and the npm module
 //! both take their URLs, bodies and validation from here, so the wire format lives in one place.
+//! Without the default `std` feature only what the npm module's client links is built — endpoint
+//! ids, URLs, server-sent events — on `core` and `alloc`.
+
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
 
 pub mod endpoint;
-pub mod endpoints;
-pub mod error;
-pub mod headers;
-pub mod queue;
-pub mod retry;
 pub mod sse;
-pub mod storage;
 pub mod text;
 pub mod urls;
+
+#[cfg(feature = "std")]
+pub mod endpoints;
+#[cfg(feature = "std")]
+pub mod error;
+#[cfg(feature = "std")]
+pub mod headers;
+#[cfg(feature = "std")]
+pub mod queue;
+#[cfg(feature = "std")]
+pub mod storage;
+#[cfg(feature = "std")]
 pub mod validate;
 
 pub use endpoint::{EndpointId, InvalidAppId};
+#[cfg(feature = "std")]
 pub use error::{ErrorBody, Loc, ValidationErrorBody, ValidationErrorItem};
+#[cfg(feature = "std")]
 pub use queue::{QueueStatus, RequestLog, RequestResult, Status};

@@ -1,6 +1,10 @@
 //! Server-sent events, as the fal client reads them (eventsource-parser 1.1.2 rules, fal-api.md §9),
 //! with one deliberate fix: UTF-8 is decoded across chunk boundaries.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
@@ -10,12 +14,15 @@ pub struct SseEvent {
 }
 
 /// An incremental parser: feed it chunks of bytes as they arrive, take the events it completes.
+/// Lines are split on bytes and decoded when they end, so a character split between two chunks
+/// survives (the fal client decodes each chunk on its own and corrupts it).
 #[derive(Debug, Default)]
 pub struct SseParser {
-    pending_bytes: Vec<u8>,
-    line: String,
+    /// The bytes of the line being read.
+    line: Vec<u8>,
+    /// A line has ended already (a byte-order mark can only start the first).
     started: bool,
-    /// The previous chunk ended in `\r`: a `\n` at the start of the next one ends no new line.
+    /// The last byte was `\r`: a `\n` right after it ends no new line.
     after_cr: bool,
     data: String,
     has_data: bool,
@@ -37,74 +44,33 @@ impl SseParser {
     /// Parses a chunk and returns the events it completed. An event is only dispatched by the
     /// blank line that ends it, so an unterminated event at end of stream is never returned.
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
-        self.pending_bytes.extend_from_slice(chunk);
-        let text = self.take_decoded();
         let mut events = Vec::new();
-        let mut chars = text.chars().peekable();
-        while let Some(c) = chars.next() {
-            if !self.started {
-                self.started = true;
-                if c == '\u{feff}' {
-                    continue;
-                }
+        for &b in chunk {
+            if core::mem::take(&mut self.after_cr) && b == b'\n' {
+                continue;
             }
-            if self.after_cr {
-                self.after_cr = false;
-                if c == '\n' {
-                    continue;
-                }
-            }
-            match c {
-                '\r' => {
-                    if chars.peek() == Some(&'\n') {
-                        chars.next();
-                    } else if chars.peek().is_none() {
-                        self.after_cr = true;
-                    }
+            match b {
+                b'\r' => {
+                    self.after_cr = true;
                     self.end_line(&mut events);
                 }
-                '\n' => self.end_line(&mut events),
-                c => self.line.push(c),
+                b'\n' => self.end_line(&mut events),
+                _ => self.line.push(b),
             }
         }
         events
     }
 
-    fn take_decoded(&mut self) -> String {
-        let mut out = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending_bytes) {
-                Ok(s) => {
-                    out.push_str(s);
-                    self.pending_bytes.clear();
-                    return out;
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    out.push_str(
-                        std::str::from_utf8(&self.pending_bytes[..valid]).unwrap_or_default(),
-                    );
-                    match e.error_len() {
-                        // An incomplete sequence at the end: keep it for the next chunk.
-                        None => {
-                            self.pending_bytes.drain(..valid);
-                            return out;
-                        }
-                        Some(bad) => {
-                            out.push('\u{fffd}');
-                            self.pending_bytes.drain(..valid + bad);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     fn end_line(&mut self, events: &mut Vec<SseEvent>) {
-        let line = std::mem::take(&mut self.line);
+        let bytes = core::mem::take(&mut self.line);
+        let mut bytes = bytes.as_slice();
+        if !core::mem::replace(&mut self.started, true) {
+            bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        }
+        let line = String::from_utf8_lossy(bytes);
         if line.is_empty() {
             if self.has_data && !self.data.is_empty() {
-                let mut data = std::mem::take(&mut self.data);
+                let mut data = core::mem::take(&mut self.data);
                 if data.ends_with('\n') {
                     data.pop();
                 }
@@ -124,7 +90,7 @@ impl SseParser {
         }
         let (field, value) = match crate::text::split_once_byte(&line, b':') {
             Some((field, v)) => (field, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line.as_str(), ""),
+            None => (&*line, ""),
         };
         match field {
             "data" => {
@@ -220,6 +186,15 @@ mod tests {
             all.extend(p.feed(std::slice::from_ref(b)));
         }
         assert_eq!(datas(&all), ["{\"m\":\"héllo → 🎨\"}"]);
+    }
+
+    #[test]
+    fn a_split_byte_order_mark_and_invalid_utf8() {
+        let mut p = SseParser::new();
+        assert!(p.feed(b"\xef\xbb").is_empty());
+        assert_eq!(datas(&p.feed(b"\xbfdata: a\xffb\n\n")), ["a\u{fffd}b"]);
+        // Only the stream's first line may start with the mark.
+        assert_eq!(datas(&p.feed(b"\xef\xbb\xbfdata: x\n\ndata: y\n\n")), ["y"]);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! client went from 15 KB to 32 KB gzipped with them, `cargo xtask bench size`). These helpers
 //! split only at ASCII bytes, which are always character boundaries, and cannot panic.
 
+use alloc::string::String;
+
 /// The position of the first `byte` in `s`.
 pub fn find_byte(s: &str, byte: u8) -> Option<usize> {
     s.bytes().position(|b| b == byte)

@@ -5,6 +5,11 @@
 //! these rules need of a URL — scheme, host with a non-default port, path, query — is read by
 //! [`AbsoluteUrl`], and query strings are written as `URLSearchParams` writes them.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+#[cfg(feature = "std")]
+use alloc::vec::Vec;
+#[cfg(feature = "std")]
 use serde_json::Value;
 
 use crate::endpoint::{EndpointId, InvalidAppId, ensure_endpoint_id_format};
@@ -24,6 +29,7 @@ pub const REST_HOST: &str = "rest.fal.ai";
 pub const STORAGE_TYPE: &str = "fal-cdn-v3";
 
 /// What [`build_url`] takes besides the id (the client's `UrlOptions` plus `method`/`input`).
+#[cfg(feature = "std")]
 #[derive(Debug, Clone, Default)]
 pub struct UrlOptions<'a> {
     /// HTTP method; `None` means POST. Only matters for moving `input` into the query on GET.
@@ -46,13 +52,13 @@ impl InvalidUrl {
     }
 }
 
-impl std::fmt::Display for InvalidUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for InvalidUrl {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(&self.message())
     }
 }
 
-impl std::error::Error for InvalidUrl {}
+impl core::error::Error for InvalidUrl {}
 
 /// The parts of an absolute `scheme://host/path?query#fragment` URL these rules read, as the
 /// WHATWG URL parser reports them for well-formed URLs: scheme and host lowercased, userinfo
@@ -176,6 +182,7 @@ pub fn form_urlencode(pairs: &[(String, String)]) -> String {
 
 /// Stringifies a JSON value the way JavaScript's `String(v)` does (what `URLSearchParams` does to
 /// the values of a plain object).
+#[cfg(feature = "std")]
 pub fn js_string(value: &Value) -> String {
     match value {
         Value::Null => "null".into(),
@@ -201,6 +208,7 @@ pub fn js_string(value: &Value) -> String {
 }
 
 /// Builds a URL as `buildUrl` does (§3.3).
+#[cfg(feature = "std")]
 pub fn build_url(id: &str, options: &UrlOptions<'_>) -> Result<String, InvalidAppId> {
     let method = options.method.unwrap_or("post");
     // `{...query, ...(GET ? input : {})}`: later keys replace earlier ones in place.
@@ -222,19 +230,29 @@ pub fn build_url(id: &str, options: &UrlOptions<'_>) -> Result<String, InvalidAp
     url_with_params(id, options.path, options.subdomain, &params)
 }
 
-/// The rest of `buildUrl` once its query parameters are merged and stringified (what the npm
-/// module calls: JavaScript has already done `{...query, ...input}` and `String(value)`).
+/// The rest of `buildUrl` once its query parameters are merged and stringified.
 pub fn url_with_params(
     id: &str,
     path: Option<&str>,
     subdomain: Option<&str>,
     params: &[(String, String)],
 ) -> Result<String, InvalidAppId> {
+    url_with_query(id, path, subdomain, &form_urlencode(params))
+}
+
+/// The rest of `buildUrl` with the query already encoded (`URLSearchParams`' `toString()`; empty
+/// for none): what the npm module calls, its JavaScript having done `{...query, ...input}`.
+pub fn url_with_query(
+    id: &str,
+    path: Option<&str>,
+    subdomain: Option<&str>,
+    query: &str,
+) -> Result<String, InvalidAppId> {
     let path = normalize_path(path.unwrap_or(""));
-    let query = if params.is_empty() {
+    let query = if query.is_empty() {
         String::new()
     } else {
-        ["?", &form_urlencode(params)].concat()
+        ["?", query].concat()
     };
 
     if is_fal_url(id) {
@@ -279,21 +297,16 @@ pub fn resolve_endpoint_path(app: &str, path: Option<&str>, default_path: &str) 
 
 /// `POST https://fal.run/{full id}`.
 pub fn run_url(id: &str) -> Result<String, InvalidAppId> {
-    build_url(id, &UrlOptions::default())
+    url_with_params(id, None, None, &[])
 }
 
 /// `POST https://queue.fal.run/{full id}[?fal_webhook=…]` (§8.2).
 pub fn queue_submit_url(id: &str, webhook_url: Option<&str>) -> Result<String, InvalidAppId> {
-    build_url(
-        id,
-        &UrlOptions {
-            subdomain: Some(QUEUE_SUBDOMAIN),
-            query: webhook_url
-                .map(|w| vec![("fal_webhook".to_owned(), w.to_owned())])
-                .unwrap_or_default(),
-            ..Default::default()
-        },
-    )
+    let query: &[(String, String)] = match webhook_url {
+        Some(w) => &[("fal_webhook".to_owned(), w.to_owned())],
+        None => &[],
+    };
+    url_with_params(id, None, Some(QUEUE_SUBDOMAIN), query)
 }
 
 /// `https://queue.fal.run/{[ns/]owner/alias}/requests/{request_id}{suffix}[?logs=0|1]`: the URL of every

@@ -1,23 +1,28 @@
-// @fresco/client: fal's JavaScript client (`@fal-ai/client` 1.10.1), with its rules compiled from
-// Rust to WebAssembly. This file is the driver: the API, fetch, timers, streams and the error
-// classes. Every rule — URLs, retry policy and backoff, multipart layout, upload names, server-sent
-// events — is asked of `core` (crates/web/src/client.rs, on crates/protocol: the code fresco's
-// server runs). Wire behaviour is the original's (../shared/reference/fal-api.md); the deliberate
-// differences are marked "fresco:" and listed in the README.
+// @fresco/client: fal's JavaScript client (`@fal-ai/client` 1.10.1) over fresco's protocol rules in
+// WebAssembly. `core` (crates/web/src/client.rs, on crates/protocol: the code fresco's server runs)
+// gives the rules both sides share — endpoint ids, every URL, server-sent events. This file is the
+// rest: the API, fetch with its headers and retries, timers, streams, uploads, the error classes.
+// Wire behaviour is the original's (../shared/reference/fal-api.md); the deliberate differences
+// are marked "fresco:" and listed in the README.
 
-import initCore, * as core from "./core.js";
+import * as core from "./core.js";
 
-// The wasm beside this file: fetched where `import.meta.url` is http(s) (browsers, bundlers,
+// The wasm beside this file: fetched where `import.meta.url` is http(s) (browsers, and bundlers,
 // which see the `new URL(…, import.meta.url)` and ship the file), read from disk in Node. The
 // `node:fs` import is hidden from bundlers, which must not try to resolve it for a browser.
+// (`initSync` with a compiled module, not wasm-bindgen's loader: the page only downloads one.)
 const wasmUrl = new URL("./core_bg.wasm", import.meta.url);
+let wasmBytes;
 if (wasmUrl.protocol === "file:") {
   const fs = "node:fs/promises";
   const { readFile } = await import(/* webpackIgnore: true */ /* @vite-ignore */ fs);
-  await initCore({ module_or_path: await readFile(wasmUrl) });
+  wasmBytes = await readFile(wasmUrl);
 } else {
-  await initCore({ module_or_path: wasmUrl });
+  const response = await fetch(wasmUrl);
+  if (!response.ok) throw new Error(`@fresco/client: ${wasmUrl} answered ${response.status}`);
+  wasmBytes = await response.arrayBuffer();
 }
+core.initSync({ module: await WebAssembly.compile(wasmBytes) });
 
 const VERSION = "0.1.0";
 // fresco: names itself after the client it mirrors (servers that key on the prefix still match).
@@ -26,6 +31,34 @@ const TARGET_URL_HEADER = "x-fal-target-url";
 const DEFAULT_POLL_INTERVAL = 500;
 const MIN_REQUEST_TIMEOUT_SECONDS = 1;
 const TOKEN_EXPIRATION_SECONDS = 120;
+// Files larger than this are uploaded in 10 MiB parts.
+const MULTIPART_THRESHOLD = 90 * 1024 * 1024;
+const MULTIPART_PART_SIZE = 10 * 1024 * 1024;
+
+// Retries (fal-api.md §6): the defaults, and what each operation changes of the configured options.
+const DEFAULT_RETRYABLE_STATUS_CODES = [429, 502, 503, 504];
+const DEFAULT_RETRY_OPTIONS = {
+  maxRetries: 3,
+  baseDelay: 1000,
+  maxDelay: 30000,
+  backoffMultiplier: 2,
+  retryableStatusCodes: DEFAULT_RETRYABLE_STATUS_CODES,
+  enableJitter: true,
+};
+const RETRY_BY_OPERATION = {
+  run: { maxRetries: 3, baseDelay: 500, maxDelay: 15000 },
+  submit: { maxRetries: 3, baseDelay: 1000, maxDelay: 60000, retryableStatusCodes: DEFAULT_RETRYABLE_STATUS_CODES },
+  status: { maxRetries: 5, baseDelay: 1000, maxDelay: 30000, retryableStatusCodes: [500, ...DEFAULT_RETRYABLE_STATUS_CODES] },
+};
+RETRY_BY_OPERATION.result = RETRY_BY_OPERATION.submit;
+// Node's and undici's codes for a network failure worth another try, anywhere in a cause chain.
+const RETRYABLE_NETWORK_CODES = new Set(
+  "ECONNABORTED ECONNREFUSED ECONNRESET EAI_AGAIN EHOSTUNREACH ENETUNREACH ENOTFOUND EPIPE ETIMEDOUT UND_ERR_BODY_TIMEOUT UND_ERR_CONNECT_TIMEOUT UND_ERR_HEADERS_TIMEOUT UND_ERR_SOCKET".split(
+    " ",
+  ),
+);
+// `StorageSettings.expiresIn` names, in seconds (`never`: no expiration).
+const EXPIRATION_SECONDS = { never: undefined, immediate: 60, "1h": 3600, "1d": 86400, "7d": 604800, "30d": 2592000, "1y": 31536000 };
 
 const isBrowser = () => typeof window !== "undefined" && typeof window.document !== "undefined";
 const isCloudflareWorkers = () =>
@@ -85,7 +118,7 @@ function isRetryableNetworkError(error) {
   for (let e = error; e && typeof e === "object" && !seen.has(e); e = e.cause) {
     seen.add(e);
     if (e.name === "AbortError" || e.name === "TimeoutError") return false;
-    if (typeof e.code === "string" && core.isRetryableNetworkCode(e.code)) coded = true;
+    if (RETRYABLE_NETWORK_CODES.has(e.code)) coded = true;
   }
   return coded || (error instanceof TypeError && /fetch failed/i.test(error.message));
 }
@@ -174,15 +207,14 @@ function createConfig(user = {}) {
     ...user,
     fetch,
   };
-  const r = user.retry ?? {};
-  config.retry = new core.RetryPolicy(
-    r.maxRetries, r.baseDelay, r.maxDelay, r.backoffMultiplier, r.retryableStatusCodes, r.enableJitter,
-  );
+  config.retry = { ...DEFAULT_RETRY_OPTIONS, ...user.retry };
   if (user.proxyUrl) {
     const { url, when } = typeof user.proxyUrl === "string" ? { url: user.proxyUrl } : user.proxyUrl;
     config.requestMiddleware = withMiddleware(config.requestMiddleware, withProxy({ targetUrl: url, when }));
   }
-  if (isBrowser() && !config.suppressLocalCredentialsWarning && resolveCredentials(config)) {
+  // Resolved here even outside browsers, as the original does (a resolver sees this call too).
+  const credentials = resolveCredentials(config);
+  if (isBrowser() && credentials && !config.suppressLocalCredentialsWarning) {
     console.warn(
       "The fal credentials are exposed in the browser's environment. That's not recommended for production use cases.",
     );
@@ -200,19 +232,23 @@ const sleep = (ms, signal) =>
     signal?.addEventListener("abort", () => (clearTimeout(timer), reject(signal.reason)), { once: true });
   });
 
-/** One request, retried per `options.retry` (a `core.RetryPolicy`; the client's by default). */
+/** The delay before retry `attempt` (0-based): exponential, capped, ±25 % jitter. */
+function backoffDelay(attempt, { baseDelay, backoffMultiplier, maxDelay, enableJitter }) {
+  const delay = Math.min(baseDelay * backoffMultiplier ** attempt, maxDelay);
+  return enableJitter ? Math.max(0, delay + 0.25 * delay * (Math.random() * 2 - 1)) : delay;
+}
+
+/** One request, retried per the client's retry options and the operation's (`options.operation`). */
 async function dispatchRequest({ method, targetUrl, input, config, headers = {}, options = {} }) {
-  const policy = options.retry ?? config.retry;
+  const retry = { ...config.retry, ...RETRY_BY_OPERATION[options.operation] };
   for (let attempt = 0; ; attempt++) {
     try {
       return await sendOnce({ method, targetUrl, input, config, headers, options });
     } catch (error) {
-      const retryable =
-        error instanceof ApiError
-          ? policy.retriesStatus(error.status, error.timeoutType)
-          : isRetryableNetworkError(error);
-      if (attempt >= policy.maxRetries || !retryable || options.signal?.aborted) throw error;
-      await sleep(policy.delay(attempt, Math.random()), options.signal);
+      if (attempt >= retry.maxRetries || !isRetryableError(error, retry.retryableStatusCodes) || options.signal?.aborted) {
+        throw error;
+      }
+      await sleep(backoffDelay(attempt, retry), options.signal);
     }
   }
 }
@@ -245,13 +281,12 @@ async function sendOnce({ method, targetUrl, input, config, headers, options }) 
   return await (options.responseHandler ?? config.responseHandler)(response);
 }
 
-/** `buildUrl`: JavaScript merges and stringifies the query as `URLSearchParams` would; the wasm
- * builds the URL. */
+/** `buildUrl`: the query as the original writes it (`URLSearchParams` of the merged options), the
+ * URL by the wasm. */
 function buildUrl(id, options = {}) {
   const method = (options.method ?? "post").toLowerCase();
   const params = { ...options.query, ...(method === "get" ? options.input : {}) };
-  const pairs = Object.entries(params).flatMap(([k, v]) => [k, String(v)]);
-  return core.buildUrl(id, options.path, options.subdomain, pairs);
+  return core.buildUrl(id, options.path, options.subdomain, new URLSearchParams(params).toString());
 }
 
 function requestTimeoutHeader(startTimeout) {
@@ -269,8 +304,11 @@ function requestTimeoutHeader(startTimeout) {
 function lifecycleJson(settings) {
   if (!settings) return undefined;
   const { expiresIn, initialAcl } = settings;
-  const seconds =
-    expiresIn === undefined || typeof expiresIn === "number" ? expiresIn : core.expirationSeconds(expiresIn);
+  if (typeof expiresIn === "string" && !(expiresIn in EXPIRATION_SECONDS)) {
+    // fresco: the original sends no expiration for a name it does not know.
+    throw new Error(`Unknown expiresIn "${expiresIn}": use never, immediate, 1h, 1d, 7d, 30d, 1y or seconds`);
+  }
+  const seconds = typeof expiresIn === "string" ? EXPIRATION_SECONDS[expiresIn] : expiresIn;
   const value = {};
   if (seconds !== undefined) value.expiration_duration_seconds = seconds;
   if (initialAcl) value.initial_acl = initialAcl;
@@ -285,22 +323,30 @@ function lifecycleHeader(name, settings) {
 // ---------------------------------------------------------------------------------------------
 // Storage
 
+/** `{now}.{subtype}`, the subtype cut at `-` or `;`: the name of an upload whose Blob has none. */
+function defaultFileName(contentType) {
+  const slash = contentType.indexOf("/");
+  // fresco: a content type without "/" is a clear error (the original fails on `undefined`).
+  if (slash < 0) throw new Error(`Cannot name an upload of content type "${contentType}": it has no "/"`);
+  return `${Date.now()}.${contentType.slice(slash + 1).split(/[-;]/)[0]}`;
+}
+
 function createStorageClient(config) {
   const initiate = (file, contentType, multipart, lifecycle) =>
     dispatchRequest({
       method: "POST",
       targetUrl: core.storageInitiateUrl(multipart),
-      input: { content_type: contentType, file_name: file.name || core.defaultFileName(contentType, Date.now()) },
+      input: { content_type: contentType, file_name: file.name || defaultFileName(contentType) },
       config,
       headers: lifecycleHeader("X-Fal-Object-Lifecycle", lifecycle),
     });
 
   async function upload(file, options = {}) {
     const contentType = file.type || "application/octet-stream";
-    const parts = core.uploadParts(file.size);
-    const { upload_url, file_url } = await initiate(file, contentType, parts > 0, options.lifecycle);
+    const multipart = file.size > MULTIPART_THRESHOLD;
+    const { upload_url, file_url } = await initiate(file, contentType, multipart, options.lifecycle);
     const { fetch, responseHandler } = config;
-    if (parts === 0) {
+    if (!multipart) {
       const response = await fetch(upload_url, {
         method: "PUT",
         body: file,
@@ -310,9 +356,9 @@ function createStorageClient(config) {
       return file_url;
     }
     // Parts go one after another, each tried three times at once before the upload fails.
-    const size = core.uploadPartSize();
+    const size = MULTIPART_PART_SIZE;
     const uploaded = [];
-    for (let n = 1; n <= parts; n++) {
+    for (let n = 1; n <= Math.ceil(file.size / size); n++) {
       const chunk = file.slice((n - 1) * size, n * size);
       for (let attempt = 1; ; attempt++) {
         try {
@@ -466,7 +512,8 @@ export class FalStream {
           continue;
         }
         // fresco: events are decoded from bytes, so a character split between chunks survives.
-        for (const text of events.feed(value)) {
+        events.feed(value);
+        for (let text; (text = events.next()) !== undefined; ) {
           let data;
           try {
             data = JSON.parse(text);
@@ -537,9 +584,6 @@ export class FalStream {
 // Queue
 
 function createQueueClient(config, storage) {
-  const policy = (operation) => config.retry.forOperation(operation);
-  const retries = { submit: policy("submit"), result: policy("result"), status: policy("status") };
-
   const queue = {
     async submit(endpointId, options) {
       const { webhookUrl, priority, hint, startTimeout, storageSettings, headers, ...runOptions } = options;
@@ -563,7 +607,7 @@ function createQueueClient(config, storage) {
           ...(hint ? { "x-fal-runner-hint": hint } : {}),
           ...timeout,
         },
-        options: { signal: options.abortSignal, retry: retries.submit },
+        options: { signal: options.abortSignal, operation: "submit" },
       });
     },
 
@@ -572,7 +616,7 @@ function createQueueClient(config, storage) {
         method: "get",
         targetUrl: core.queueUrl(endpointId, requestId, "/status", logs),
         config,
-        options: { signal: abortSignal, retry: retries.status },
+        options: { signal: abortSignal, operation: "status" },
       });
     },
 
@@ -595,7 +639,7 @@ function createQueueClient(config, storage) {
         method: "get",
         targetUrl: core.queueUrl(endpointId, requestId, "", undefined),
         config,
-        options: { signal: abortSignal, retry: retries.result, responseHandler: resultResponseHandler },
+        options: { signal: abortSignal, operation: "result", responseHandler: resultResponseHandler },
       });
     },
 
@@ -688,7 +732,6 @@ export function createFalClient(userConfig = {}) {
   const config = createConfig(userConfig);
   const storage = createStorageClient(config);
   const queue = createQueueClient(config, storage);
-  const runRetry = config.retry.forOperation("run");
   const streaming = {
     async stream(endpointId, options) {
       const input = options.input ? await storage.transformInput(options.input) : undefined;
@@ -715,7 +758,7 @@ export function createFalClient(userConfig = {}) {
         input,
         config,
         headers: { ...lifecycleHeader("x-fal-object-lifecycle-preference", options.storageSettings), ...timeout },
-        options: { retry: runRetry, responseHandler: resultResponseHandler, signal: options.abortSignal },
+        options: { operation: "run", responseHandler: resultResponseHandler, signal: options.abortSignal },
       });
     },
 

@@ -1,40 +1,33 @@
-//! The client's rules, for the module's JavaScript driver (`js/index.js`): which URL, which retry,
-//! which delay, which events — every decision of `@fal-ai/client` 1.10.1 that
-//! `fresco-protocol` already makes for the server, exported as plain synchronous functions.
+//! The protocol rules the client shares with fresco's server, for the module's JavaScript driver
+//! (`js/index.js`): endpoint ids, every URL the client calls, and server-sent events — the code of
+//! `fresco-protocol` that the server runs, exported as plain synchronous functions.
 //!
-//! The I/O (fetch, timers, `AbortSignal`, response streams, user callbacks) stays in JavaScript:
-//! driving it from Rust needs `wasm-bindgen-futures`, whose executor and a single retrying fetch
-//! measured 14.5 KB gzipped on their own, two thirds of the whole budget (README, "The client's
-//! size"). None of these names is part of the package's API; `index.js` re-exports what is.
+//! The rest of the client is JavaScript, for size (README, "The client's size", has the
+//! measurements): driving fetch, timers and streams from Rust takes `wasm-bindgen-futures`, whose
+//! executor and one retrying fetch weigh 14.5 KB gzipped, two thirds of the budget; and behaviour
+//! that only the client has (retry timing, option names, upload naming) costs about twice as
+//! much as wasm as it does as JavaScript. None of these names is part of the package's API.
 
-use fresco_protocol::retry::{Operation, RETRYABLE_NETWORK_CODES, RetryOptions};
+use alloc::string::String;
+use alloc::vec::Vec;
 use fresco_protocol::sse::SseParser;
-use fresco_protocol::{storage, urls};
+use fresco_protocol::urls;
 use wasm_bindgen::prelude::*;
 
 fn invalid_app_id(e: fresco_protocol::InvalidAppId) -> JsError {
     JsError::new(&e.message())
 }
 
-fn invalid_url(e: urls::InvalidUrl) -> JsError {
-    JsError::new(&e.message())
-}
-
-/// `buildUrl(id, {path, subdomain})` with the query already merged and stringified by the caller
-/// (`params` is `[key, value, key, value, …]`, in order).
+/// `buildUrl(id, {path, subdomain})` with the query already merged and encoded by the caller
+/// (`URLSearchParams`' `toString()`, empty for none).
 #[wasm_bindgen(js_name = buildUrl)]
 pub fn build_url(
     id: &str,
     path: Option<String>,
     subdomain: Option<String>,
-    params: Vec<String>,
+    query: &str,
 ) -> Result<String, JsError> {
-    let mut pairs = Vec::with_capacity(params.len() / 2);
-    let mut items = params.into_iter();
-    while let (Some(k), Some(v)) = (items.next(), items.next()) {
-        pairs.push((k, v));
-    }
-    urls::url_with_params(id, path.as_deref(), subdomain.as_deref(), &pairs).map_err(invalid_app_id)
+    urls::url_with_query(id, path.as_deref(), subdomain.as_deref(), query).map_err(invalid_app_id)
 }
 
 /// The queue's per-request URLs: `suffix` is `""` (result), `"/status"`, `"/status/stream"` or
@@ -65,6 +58,12 @@ pub fn storage_initiate_url(multipart: bool) -> String {
     urls::storage_initiate_url(multipart)
 }
 
+/// `https://rest.fal.ai/tokens/`.
+#[wasm_bindgen(js_name = tokenUrl)]
+pub fn token_url() -> String {
+    urls::token_url()
+}
+
 /// Where multipart part `part` (1-based) goes, derived from the initiate's `upload_url`; part 0
 /// is where the upload is completed.
 #[wasm_bindgen(js_name = multipartUrl)]
@@ -73,133 +72,19 @@ pub fn multipart_url(upload_url: &str, part: u32) -> Result<String, JsError> {
         0 => urls::multipart_complete_url(upload_url),
         n => urls::multipart_part_url(upload_url, n),
     }
-    .map_err(invalid_url)
+    .map_err(|e| JsError::new(&e.message()))
 }
 
-/// `https://rest.fal.ai/tokens/`.
-#[wasm_bindgen(js_name = tokenUrl)]
-pub fn token_url() -> String {
-    urls::token_url()
-}
-
-/// How a file of `size` bytes is uploaded: 0 for one `PUT`, otherwise its number of parts.
-#[wasm_bindgen(js_name = uploadParts)]
-pub fn upload_parts(size: f64) -> u32 {
-    let size = size.max(0.0) as u64;
-    if size > storage::MULTIPART_THRESHOLD {
-        storage::multipart_part_count(size) as u32
-    } else {
-        0
-    }
-}
-
-/// The size of every multipart part but the last, in bytes.
-#[wasm_bindgen(js_name = uploadPartSize)]
-pub fn upload_part_size() -> f64 {
-    storage::MULTIPART_CHUNK_SIZE as f64
-}
-
-/// The name of an upload whose `File` has none (`{now}.{subtype}`).
-#[wasm_bindgen(js_name = defaultFileName)]
-pub fn default_file_name(content_type: &str, now_ms: f64) -> Result<String, JsError> {
-    storage::default_file_name(content_type, now_ms.max(0.0) as u64).ok_or_else(|| {
-        JsError::new(
-            &[
-                "cannot name an upload of content type \"",
-                content_type,
-                "\": it has no '/'",
-            ]
-            .concat(),
-        )
-    })
-}
-
-/// A `StorageSettings.expiresIn` name in seconds (`undefined` for `never`).
-#[wasm_bindgen(js_name = expirationSeconds)]
-pub fn expiration_seconds(name: &str) -> Result<Option<f64>, JsError> {
-    match storage::expiration_seconds(name) {
-        Some(seconds) => Ok(seconds.map(|s| s as f64)),
-        None => Err(JsError::new(
-            &[
-                "unknown expiresIn \"",
-                name,
-                "\": use never, immediate, 1h, 1d, 7d, 30d, 1y or a number of seconds",
-            ]
-            .concat(),
-        )),
-    }
-}
-
-/// Whether a network error `code` (Node's, undici's) anywhere in an error's cause chain makes it
-/// worth retrying.
-#[wasm_bindgen(js_name = isRetryableNetworkCode)]
-pub fn is_retryable_network_code(code: &str) -> bool {
-    RETRYABLE_NETWORK_CODES.contains(&code)
-}
-
-/// A client's retry options (`DEFAULT_RETRY_OPTIONS` merged with `config.retry`) and the
-/// per-operation settings derived from them.
-#[wasm_bindgen]
-pub struct RetryPolicy(RetryOptions);
-
-#[wasm_bindgen]
-impl RetryPolicy {
-    /// Absent fields keep their defaults.
-    #[wasm_bindgen(constructor)]
-    pub fn new(
-        max_retries: Option<u32>,
-        base_delay: Option<f64>,
-        max_delay: Option<f64>,
-        backoff_multiplier: Option<f64>,
-        retryable_status_codes: Option<Vec<u16>>,
-        enable_jitter: Option<bool>,
-    ) -> RetryPolicy {
-        let d = RetryOptions::default();
-        RetryPolicy(RetryOptions {
-            max_retries: max_retries.unwrap_or(d.max_retries),
-            base_delay: base_delay.unwrap_or(d.base_delay),
-            max_delay: max_delay.unwrap_or(d.max_delay),
-            backoff_multiplier: backoff_multiplier.unwrap_or(d.backoff_multiplier),
-            retryable_status_codes: retryable_status_codes.unwrap_or(d.retryable_status_codes),
-            enable_jitter: enable_jitter.unwrap_or(d.enable_jitter),
-        })
-    }
-
-    /// The settings of one operation: `run`, `submit`, `result`, `status`, anything else as
-    /// configured.
-    #[wasm_bindgen(js_name = forOperation)]
-    pub fn for_operation(&self, operation: &str) -> RetryPolicy {
-        let op = match operation {
-            "run" => Operation::Run,
-            "submit" => Operation::Submit,
-            "result" => Operation::Result,
-            "status" => Operation::Status,
-            _ => Operation::Other,
-        };
-        RetryPolicy(self.0.for_operation(op))
-    }
-
-    #[wasm_bindgen(getter, js_name = maxRetries)]
-    pub fn max_retries(&self) -> u32 {
-        self.0.max_retries
-    }
-
-    /// Whether an HTTP error with this status (and `x-fal-request-timeout-type`) is retried.
-    #[wasm_bindgen(js_name = retriesStatus)]
-    pub fn retries_status(&self, status: u16, timeout_type: Option<String>) -> bool {
-        self.0.is_retryable_status(status, timeout_type.as_deref())
-    }
-
-    /// The delay before retry `attempt` (0-based) in ms; `unit` is a uniform sample in [0, 1).
-    pub fn delay(&self, attempt: u32, unit: f64) -> f64 {
-        self.0.backoff_delay(attempt, unit)
-    }
-}
-
-/// Server-sent events from a response body's chunks: the `data` of each complete event.
+/// Server-sent events from a response body's chunks: `feed` a chunk, then take the `data` of each
+/// event it completed with `next` until it returns `undefined`. (One string per call: returning
+/// them as an array costs the client half a kilobyte of marshalling.)
 #[wasm_bindgen]
 #[derive(Default)]
-pub struct SseDecoder(SseParser);
+pub struct SseDecoder {
+    parser: SseParser,
+    /// Complete events not taken yet, the oldest last.
+    ready: Vec<String>,
+}
 
 #[wasm_bindgen]
 impl SseDecoder {
@@ -208,7 +93,20 @@ impl SseDecoder {
         SseDecoder::default()
     }
 
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<String> {
-        self.0.feed(chunk).into_iter().map(|e| e.data).collect()
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut ready: Vec<String> = self
+            .parser
+            .feed(chunk)
+            .into_iter()
+            .map(|e| e.data)
+            .collect();
+        ready.reverse();
+        ready.append(&mut self.ready);
+        self.ready = ready;
+    }
+
+    #[allow(clippy::should_implement_trait)] // exported to JavaScript, where it is the natural name
+    pub fn next(&mut self) -> Option<String> {
+        self.ready.pop()
     }
 }

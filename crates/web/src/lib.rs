@@ -17,13 +17,26 @@
 //! serde_json 31 KB and the `url` crate 80 KB, against a whole budget of 21 KB. So the client
 //! links neither: JSON and objects stay JavaScript's, and the rules stay synchronous.
 
+// The client build is `no_std`: std's panic machinery formats messages (and links `core::fmt`)
+// for a wasm that has nowhere to print them. Here a panic is a trap, which the JavaScript side
+// sees as a `RuntimeError`.
+#![cfg_attr(all(target_arch = "wasm32", not(feature = "webgpu")), no_std)]
+
+extern crate alloc;
+
 #[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
 pub mod gpu;
 
 pub mod client;
 
 #[cfg(all(target_arch = "wasm32", not(feature = "webgpu")))]
-mod alloc;
+mod allocator;
+
+#[cfg(all(target_arch = "wasm32", not(feature = "webgpu")))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
 
 use wasm_bindgen::prelude::*;
 

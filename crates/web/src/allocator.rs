@@ -11,8 +11,8 @@
 //!
 //! Single-threaded, as wasm32 without atomics is.
 
-use std::alloc::{GlobalAlloc, Layout};
-use std::cell::UnsafeCell;
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
 
 /// The smallest block: room for the free list's link, and the alignment of every Rust primitive.
 const MIN_CLASS: u32 = 4;

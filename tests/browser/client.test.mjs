@@ -1,0 +1,157 @@
+// @fresco/client in headless Chromium against the real `fresco serve`: the server serves a page
+// (scenarios.mjs + the built package) and its proxy route; Playwright drives the page. The same
+// calls as the Node suite (../e2e/suite.mjs), in a browser, where a plain string `proxyUrl` is
+// used (as in the original) and no User-Agent is set. FRESCO_BIN names the server binary and
+// FRESCO_CLIENT the built package (`cargo xtask test` sets both); Chromium is Debian's.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const fixtures = fileURLToPath(new URL("../fixtures/", import.meta.url));
+let server;
+let browser;
+let page;
+let base;
+let work;
+const pageErrors = [];
+
+before(async () => {
+  const bin = process.env.FRESCO_BIN;
+  const pkg = process.env.FRESCO_CLIENT;
+  assert.ok(bin, "FRESCO_BIN must name the fresco binary");
+  assert.ok(pkg, "FRESCO_CLIENT must name the built @fresco/client package (cargo xtask npm)");
+  work = mkdtempSync(join(tmpdir(), "fresco-browser-"));
+  const www = join(work, "www");
+  cpSync(pkg, join(www, "pkg"), { recursive: true });
+  cpSync(join(here, "scenarios.mjs"), join(www, "scenarios.mjs"));
+  for (const f of ["image32.png", "mask32.png"]) cpSync(join(fixtures, "pipelines", f), join(www, "fixtures", f));
+  writeFileSync(
+    join(www, "index.html"),
+    `<!doctype html><title>fresco client test</title>
+<script type="module">import { scenarios } from "./scenarios.mjs"; window.scenarios = scenarios;</script>`,
+  );
+  server = spawn(bin, ["serve", "--port", "0", "--data-dir", join(work, "data"), "--www", www, "--workers", "2"], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, FRESCO_LOG: "warn", FAL_KEY: "" },
+  });
+  const lines = createInterface({ input: server.stdout });
+  base = await new Promise((resolve, reject) => {
+    server.once("exit", (code) => reject(new Error(`fresco exited with ${code}`)));
+    lines.once("line", (line) => resolve(line.replace("fresco serving on ", "").trim()));
+  });
+  browser = await chromium.launch({
+    executablePath: execFileSync("which", ["chromium"]).toString().trim(),
+    args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+  });
+  page = await browser.newPage();
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+  await page.goto(`${base}/`);
+  await page.waitForFunction(() => window.scenarios !== undefined, null, { timeout: 30000 });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGTERM");
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+const run = (name, arg) => page.evaluate(([n, a]) => window.scenarios[n](a), [name, arg]);
+
+test("browser: subscribe (polling) with logs and queue updates", async () => {
+  const { result, enqueued, statuses, logs } = await run("polling");
+  assert.equal(result.requestId, enqueued);
+  assert.deepEqual(result.data.logs, ["loading", "step 1/2", "step 2/2"]);
+  assert.ok(statuses.includes("IN_PROGRESS") && statuses.at(-1) === "COMPLETED", statuses.join());
+  assert.deepEqual(logs, ["loading", "step 1/2", "step 2/2"]);
+});
+
+test("browser: subscribe (streaming) accumulates logs", async () => {
+  const { result, last, logs } = await run("streaming");
+  assert.deepEqual(result.data.logs, ["a", "b", "c"]);
+  assert.equal(last, "COMPLETED");
+  assert.deepEqual(logs, ["a", "b", "c"]);
+});
+
+test("browser: fal.run", async () => {
+  const { data, requestId } = await run("run");
+  assert.deepEqual(data, { sync: [1, 2, 3] });
+  assert.match(requestId, /^[0-9a-f-]{36}$/);
+});
+
+test("browser: a Blob in the input is uploaded and used", async () => {
+  const { url, bytes } = await run("blobInput");
+  assert.ok(url.startsWith(base) && url.endsWith(".png"), url);
+  assert.deepEqual(bytes, [137, 80, 78, 71, 1, 2, 3]);
+});
+
+test("browser: storage.upload round trip", async () => {
+  const { url, type, text } = await run("upload");
+  assert.ok(url.startsWith(base) && url.endsWith("/hello.txt"), url);
+  assert.equal(type, "text/plain");
+  assert.equal(text, "Hello, World!");
+});
+
+test("browser: a 91 MiB upload goes multipart and arrives whole", async () => {
+  assert.deepEqual(await run("multipart"), { length: 91 * 1024 * 1024, same: true });
+});
+
+test("browser: a 422 is a ValidationError with fieldErrors", async () => {
+  const e = await run("validationError");
+  assert.ok(e.thrown && e.isValidationError && e.isApiError, JSON.stringify(e));
+  assert.equal(e.status, 422);
+  assert.deepEqual(e.fieldErrors[0].loc, ["body", "delay_ms"]);
+  assert.equal(e.promptErrors, 1);
+  assert.match(e.message, /delay_ms/);
+});
+
+test("browser: cancel stops a running request", async () => {
+  const { status, error, result } = await run("cancel");
+  assert.equal(status, "COMPLETED");
+  assert.equal(error, "Request was cancelled");
+  assert.ok(result.thrown && result.isApiError && result.status === 400, JSON.stringify(result));
+});
+
+test("browser: an abort rejects with AbortError and leaves the request running", async () => {
+  const { outcome, error } = await run("abort");
+  assert.equal(outcome.name, "AbortError");
+  assert.equal(error, null);
+});
+
+test("browser: a client-side timeout rejects and cancels the request", async () => {
+  const { outcome, errorType } = await run("timeout");
+  assert.match(outcome.message, /Client timed out waiting for the request to complete after 300ms/);
+  assert.equal(errorType, "client_cancelled");
+});
+
+test("browser: a 503 is retried after its backoff", async () => {
+  const { result, polls, ms } = await run("retried503");
+  assert.deepEqual(result, { retried: true });
+  assert.ok(polls.length >= 2 && polls[0] === polls[1], polls.join("\n"));
+  assert.ok(ms >= 750, `the first status retry waits 1 s ± 25 %, took ${ms} ms`);
+});
+
+test("browser: fal-ai/inpaint on the tiny model returns an image that downloads", async () => {
+  const { data, head, length, logs } = await run("inpaint", join(fixtures, "tiny-sdxl-inpaint"));
+  assert.equal(data.seed, 1234);
+  assert.equal([data.image.width, data.image.height].join("x"), "32x32");
+  assert.deepEqual(head, [137, 80, 78, 71, 13, 10, 26, 10]);
+  assert.equal(length, data.image.file_size);
+  assert.ok(logs.some((m) => /^step \d+\/\d+$/.test(m)), logs.join("\n"));
+});
+
+test("browser: credentials in a page are warned about once, unless suppressed", async () => {
+  assert.deepEqual(await run("credentialsWarning"), [
+    "The fal credentials are exposed in the browser's environment. That's not recommended for production use cases.",
+  ]);
+});
+
+test("browser: no uncaught errors in the page", () => {
+  assert.deepEqual(pageErrors, []);
+});
