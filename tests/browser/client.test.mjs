@@ -32,11 +32,18 @@ before(async () => {
   cpSync(pkg, join(www, "pkg"), { recursive: true });
   cpSync(join(here, "scenarios.mjs"), join(www, "scenarios.mjs"));
   for (const f of ["image32.png", "mask32.png"]) cpSync(join(fixtures, "pipelines", f), join(www, "fixtures", f));
-  writeFileSync(
-    join(www, "index.html"),
-    `<!doctype html><title>fresco client test</title>
-<script type="module">import { scenarios } from "./scenarios.mjs"; window.scenarios = scenarios;</script>`,
-  );
+  const html = (module) => `<!doctype html><title>fresco client test</title>
+<script type="module">import { scenarios } from "${module}"; window.scenarios = scenarios;</script>`;
+  writeFileSync(join(www, "index.html"), html("./scenarios.mjs"));
+  // What a bundler makes of it: esbuild inlines the package; its wasm goes beside the bundle,
+  // where the package's `new URL("./core_bg.wasm", import.meta.url)` finds it.
+  const bundled = join(www, "bundled");
+  execFileSync(join(here, "../node_modules/.bin/esbuild"), [
+    join(www, "scenarios.mjs"), "--bundle", "--format=esm", "--platform=browser", "--log-level=warning",
+    `--outfile=${join(bundled, "scenarios.js")}`,
+  ]);
+  cpSync(join(pkg, "core_bg.wasm"), join(bundled, "core_bg.wasm"));
+  writeFileSync(join(bundled, "index.html"), html("./scenarios.js"));
   server = spawn(bin, ["serve", "--port", "0", "--data-dir", join(work, "data"), "--www", www, "--workers", "2"], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, FRESCO_LOG: "warn", FAL_KEY: "" },
@@ -150,6 +157,24 @@ test("browser: credentials in a page are warned about once, unless suppressed", 
   assert.deepEqual(await run("credentialsWarning"), [
     "The fal credentials are exposed in the browser's environment. That's not recommended for production use cases.",
   ]);
+});
+
+test("browser: the package bundled by esbuild works the same", async () => {
+  const bundledPage = await browser.newPage();
+  bundledPage.on("pageerror", (e) => pageErrors.push(String(e)));
+  try {
+    await bundledPage.goto(`${base}/bundled/`);
+    await bundledPage.waitForFunction(() => window.scenarios !== undefined, null, { timeout: 30000 });
+    const inBundle = (name, arg) => bundledPage.evaluate(([n, a]) => window.scenarios[n](a), [name, arg]);
+    const { result, statuses } = await inBundle("polling");
+    assert.deepEqual(result.data.logs, ["loading", "step 1/2", "step 2/2"]);
+    assert.equal(statuses.at(-1), "COMPLETED");
+    assert.equal((await inBundle("upload")).text, "Hello, World!");
+    const inpainted = await inBundle("inpaint", join(fixtures, "tiny-sdxl-inpaint"));
+    assert.deepEqual(inpainted.head, [137, 80, 78, 71, 13, 10, 26, 10]);
+  } finally {
+    await bundledPage.close();
+  }
 });
 
 test("browser: no uncaught errors in the page", () => {

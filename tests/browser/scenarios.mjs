@@ -1,13 +1,14 @@
 // What the browser test (client.test.mjs) runs inside a page served by `fresco serve`: the same
 // calls as the Node suite (../e2e/suite.mjs), made by @fresco/client in headless Chromium, through
 // the proxy route of the server that serves the page (a relative `proxyUrl`, the browser default).
-// Each scenario returns plain data for the test to check.
+// Each scenario returns plain data for the test to check. The page loads this module as it is
+// (a plain ES module importing the package) and, at /bundled/, as esbuild bundled it.
 import { ApiError, createFalClient, fal, ValidationError } from "./pkg/index.js";
 
 const ECHO = "fresco/echo";
 fal.config({ proxyUrl: "/api/fal/proxy" });
 
-const png = async (name) => new Blob([await (await fetch(`./fixtures/${name}`)).arrayBuffer()], { type: "image/png" });
+const png = async (name) => new Blob([await (await fetch(`/fixtures/${name}`)).arrayBuffer()], { type: "image/png" });
 const bytesOf = async (url) => new Uint8Array(await (await fetch(url)).arrayBuffer());
 const caught = async (promise) => {
   try {
