@@ -12,8 +12,9 @@ use std::process::Command;
 
 use crate::util::{Ctx, Result, run};
 
-/// The package's version (kept equal to the driver's `VERSION` and the workspace's).
-pub const VERSION: &str = "0.1.0";
+/// The package's version: the workspace's, which the driver's `VERSION` (its User-Agent) must
+/// repeat — [`build`] refuses a mismatch.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How the client's wasm is shrunk. `--low-memory-unused` lets binaryen fold address offsets on
 /// the promise that the first KiB of memory is never touched: Rust places its 1 MiB stack below
@@ -79,6 +80,12 @@ pub fn build(ctx: &Ctx) -> Result<Package> {
             .arg(&wasm),
     )?;
     let js = ctx.root.join("crates/web/js");
+    let driver = std::fs::read_to_string(js.join("index.js")).map_err(|e| e.to_string())?;
+    if !driver.contains(&format!("const VERSION = \"{VERSION}\";")) {
+        return Err(format!(
+            "crates/web/js/index.js must declare `const VERSION = \"{VERSION}\";` (the workspace's version)"
+        ));
+    }
     for file in ["index.js", "index.d.ts"] {
         copy(&js.join(file), &dir.join(file))?;
     }

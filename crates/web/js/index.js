@@ -225,11 +225,12 @@ function createConfig(user = {}) {
 // ---------------------------------------------------------------------------------------------
 // Requests
 
+// fresco: an abort during a backoff ends it at once (the original sleeps it out first).
 const sleep = (ms, signal) =>
   new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    // fresco: an abort during a backoff ends it at once (the original sleeps it out first).
-    signal?.addEventListener("abort", () => (clearTimeout(timer), reject(signal.reason)), { once: true });
+    const onAbort = () => (clearTimeout(timer), reject(signal.reason));
+    const timer = setTimeout(() => (signal?.removeEventListener("abort", onAbort), resolve()), ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
 
 /** The delay before retry `attempt` (0-based): exponential, capped, ±25 % jitter. */
