@@ -5,13 +5,13 @@
 // FRESCO_CLIENT the built package (`cargo xtask test` sets both); Chromium is Debian's.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { startFresco } from "../lib/fresco.mjs";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const fixtures = fileURLToPath(new URL("../fixtures/", import.meta.url));
@@ -23,9 +23,7 @@ let work;
 const pageErrors = [];
 
 before(async () => {
-  const bin = process.env.FRESCO_BIN;
   const pkg = process.env.FRESCO_CLIENT;
-  assert.ok(bin, "FRESCO_BIN must name the fresco binary");
   assert.ok(pkg, "FRESCO_CLIENT must name the built @fresco/client package (cargo xtask npm)");
   work = mkdtempSync(join(tmpdir(), "fresco-browser-"));
   const www = join(work, "www");
@@ -44,15 +42,7 @@ before(async () => {
   ]);
   cpSync(join(pkg, "core_bg.wasm"), join(bundled, "core_bg.wasm"));
   writeFileSync(join(bundled, "index.html"), html("./scenarios.js"));
-  server = spawn(bin, ["serve", "--port", "0", "--data-dir", join(work, "data"), "--www", www, "--workers", "2"], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, FRESCO_LOG: "warn", FAL_KEY: "" },
-  });
-  const lines = createInterface({ input: server.stdout });
-  base = await new Promise((resolve, reject) => {
-    server.once("exit", (code) => reject(new Error(`fresco exited with ${code}`)));
-    lines.once("line", (line) => resolve(line.replace("fresco serving on ", "").trim()));
-  });
+  ({ server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", www, "--workers", "2"]));
   browser = await chromium.launch({
     executablePath: execFileSync("which", ["chromium"]).toString().trim(),
     args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],

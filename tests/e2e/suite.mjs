@@ -5,14 +5,13 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
-import { createInterface } from "node:readline";
 import { createServer } from "node:http";
 import { fileURLToPath } from "node:url";
+import { startFresco } from "../lib/fresco.mjs";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/", import.meta.url));
 
@@ -24,18 +23,8 @@ export function clientSuite(label, { createFalClient, ValidationError, ApiError 
   let dataDir;
 
   before(async () => {
-    const bin = process.env.FRESCO_BIN;
-    assert.ok(bin, "FRESCO_BIN must name the fresco binary");
     dataDir = mkdtempSync(join(tmpdir(), "fresco-e2e-"));
-    server = spawn(bin, ["serve", "--port", "0", "--data-dir", dataDir, "--workers", "2"], {
-      stdio: ["ignore", "pipe", "inherit"],
-      env: { ...process.env, FRESCO_LOG: "warn", FAL_KEY: "" },
-    });
-    const lines = createInterface({ input: server.stdout });
-    base = await new Promise((resolve, reject) => {
-      server.once("exit", (code) => reject(new Error(`fresco exited with ${code}`)));
-      lines.once("line", (line) => resolve(line.replace("fresco serving on ", "").trim()));
-    });
+    ({ server, base } = await startFresco(["--data-dir", dataDir, "--workers", "2"]));
   });
 
   after(() => {
