@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { startFresco } from "../lib/fresco.mjs";
+import { startFaultyProxy, startFresco } from "../lib/fresco.mjs";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const fixtures = fileURLToPath(new URL("../fixtures/", import.meta.url));
@@ -128,10 +128,16 @@ test("browser: a client-side timeout rejects and cancels the request", async () 
 });
 
 test("browser: a 503 is retried after its backoff", async () => {
-  const { result, polls, ms } = await run("retried503");
-  assert.deepEqual(result, { retried: true });
-  assert.ok(polls.length >= 2 && polls[0] === polls[1], polls.join("\n"));
-  assert.ok(ms >= 750, `the first status retry waits 1 s ± 25 %, took ${ms} ms`);
+  const faulty = await startFaultyProxy(base);
+  try {
+    const { result, ms } = await run("retried503", faulty.url);
+    assert.deepEqual(result, { retried: true });
+    const polls = faulty.seen.filter((s) => s.includes("/status"));
+    assert.ok(polls.length >= 2 && polls[0] === polls[1], faulty.seen.join("\n"));
+    assert.ok(ms >= 750, `the first status retry waits 1 s ± 25 %, took ${ms} ms`);
+  } finally {
+    faulty.close();
+  }
 });
 
 test("browser: fal-ai/inpaint on the tiny model returns an image that downloads", async () => {

@@ -9,9 +9,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
-import { createServer } from "node:http";
 import { fileURLToPath } from "node:url";
-import { startFresco } from "../lib/fresco.mjs";
+import { startFaultyProxy, startFresco } from "../lib/fresco.mjs";
 
 const FIXTURES = fileURLToPath(new URL("../fixtures/", import.meta.url));
 
@@ -181,34 +180,13 @@ export function clientSuite(label, { createFalClient, ValidationError, ApiError 
   });
 
   test(`${label}: a 503 on a status poll is retried and the subscription succeeds`, async () => {
-    // A proxy in front of fresco's that answers 503 to the first status poll.
-    const seen = [];
-    const faulty = createServer(async (req, res) => {
-      const target = req.headers["x-fal-target-url"] ?? "";
-      seen.push(`${req.method} ${target}`);
-      if (target.includes("/status") && seen.filter((s) => s.includes("/status")).length === 1) {
-        res.writeHead(503, { "content-type": "application/json" });
-        return res.end(JSON.stringify({ detail: "runner busy", error_type: "runner_scheduling_failure" }));
-      }
-      const chunks = [];
-      for await (const c of req) chunks.push(c);
-      const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => k !== "host" && k !== "content-length"));
-      const upstream = await fetch(`${base}/api/fal/proxy`, {
-        method: req.method,
-        headers,
-        body: chunks.length ? Buffer.concat(chunks) : undefined,
-      });
-      res.writeHead(upstream.status, Object.fromEntries([...upstream.headers].filter(([k]) => k !== "content-encoding" && k !== "content-length")));
-      res.end(Buffer.from(await upstream.arrayBuffer()));
-    });
-    await new Promise((r) => faulty.listen(0, "127.0.0.1", r));
+    const faulty = await startFaultyProxy(base);
     try {
-      const url = `http://127.0.0.1:${faulty.address().port}/`;
-      const fal = createFalClient({ proxyUrl: { url, when: "always" } });
+      const fal = createFalClient({ proxyUrl: { url: faulty.url, when: "always" } });
       const result = await fal.subscribe(ECHO, { input: { retried: true }, pollInterval: 20 });
       assert.deepEqual(result.data, { retried: true });
-      const polls = seen.filter((s) => s.includes("/status"));
-      assert.ok(polls.length >= 2, seen.join("\n"));
+      const polls = faulty.seen.filter((s) => s.includes("/status"));
+      assert.ok(polls.length >= 2, faulty.seen.join("\n"));
       assert.equal(polls[0], polls[1], "the same status URL, asked again after the 503");
     } finally {
       faulty.close();
