@@ -8,6 +8,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::weights::WeightsError;
 use crate::weights::safetensors::SafetensorsStream;
+use crate::weights::source::RepoSource;
 use crate::weights::store::{Precision, Weights};
 
 fn js_err(what: &str, e: JsValue) -> WeightsError {
@@ -36,8 +37,9 @@ pub async fn webgpu_device() -> Result<Device, WeightsError> {
     Ok(device)
 }
 
-/// `fetch(url)`'s response, or an error naming the URL unless the status is 2xx.
-async fn fetch_ok(url: &str) -> Result<JsValue, WeightsError> {
+/// `fetch(url)`'s response; `None` for a 404 (the file does not exist), an error naming the URL
+/// for any other status outside 2xx.
+async fn fetch_found(url: &str) -> Result<Option<JsValue>, WeightsError> {
     let global = js_sys::global();
     let fetch: js_sys::Function = Reflect::get(&global, &JsValue::from_str("fetch"))
         .and_then(|f| f.dyn_into())
@@ -53,19 +55,41 @@ async fn fetch_ok(url: &str) -> Result<JsValue, WeightsError> {
         .ok()
         .and_then(|s| s.as_f64())
         .unwrap_or(0.0);
+    if status == 404.0 {
+        return Ok(None);
+    }
     if !(200.0..300.0).contains(&status) {
         return Err(WeightsError::Network {
             url: url.to_owned(),
             message: format!("the server answered {status}"),
         });
     }
-    Ok(response)
+    Ok(Some(response))
+}
+
+/// `fetch(url)`'s response, or an error naming the URL unless the status is 2xx.
+async fn fetch_ok(url: &str) -> Result<JsValue, WeightsError> {
+    fetch_found(url)
+        .await?
+        .ok_or_else(|| WeightsError::Network {
+            url: url.to_owned(),
+            message: "the server answered 404".into(),
+        })
 }
 
 /// `fetch(url)`, then its body read chunk by chunk into `weights`.
 pub async fn fetch_safetensors(url: &str, weights: &mut Weights) -> Result<(), WeightsError> {
-    let response = fetch_ok(url).await?;
-    let body = Reflect::get(&response, &JsValue::from_str("body")).map_err(|e| js_err(url, e))?;
+    read_safetensors_body(url, &fetch_ok(url).await?, weights).await
+}
+
+/// A response's body read chunk by chunk into `weights`: a tensor goes to the device as soon as
+/// its last byte arrives, so the file is never held whole.
+async fn read_safetensors_body(
+    url: &str,
+    response: &JsValue,
+    weights: &mut Weights,
+) -> Result<(), WeightsError> {
+    let body = Reflect::get(response, &JsValue::from_str("body")).map_err(|e| js_err(url, e))?;
     let get_reader: js_sys::Function = Reflect::get(&body, &JsValue::from_str("getReader"))
         .and_then(|f| f.dyn_into())
         .map_err(|e| js_err(url, e))?;
@@ -96,6 +120,50 @@ pub async fn fetch_safetensors(url: &str, weights: &mut Weights) -> Result<(), W
     stream.finish()
 }
 
+/// A diffusers repository at a base URL, read with `fetch`: `{base}/{path}` — a Hugging Face
+/// `https://huggingface.co/{id}/resolve/{revision}` or any static server with that layout.
+pub struct UrlRepo {
+    base: String,
+}
+
+impl UrlRepo {
+    pub fn new(base: &str) -> Self {
+        UrlRepo {
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn url(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.base)
+    }
+}
+
+impl RepoSource for UrlRepo {
+    async fn text(&self, rel: &str) -> Result<Option<String>, WeightsError> {
+        let url = self.url(rel);
+        match fetch_found(&url).await? {
+            Some(response) => String::from_utf8(body_bytes(&url, &response).await?)
+                .map(Some)
+                .map_err(|e| WeightsError::corrupt(&url, format!("not UTF-8: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn read_safetensors(
+        &self,
+        rel: &str,
+        weights: &mut Weights,
+    ) -> Result<bool, WeightsError> {
+        let url = self.url(rel);
+        match fetch_found(&url).await? {
+            Some(response) => read_safetensors_body(&url, &response, weights)
+                .await
+                .map(|()| true),
+            None => Ok(false),
+        }
+    }
+}
+
 /// A component's weights from `{base}/{component}/…safetensors` on `device`.
 pub async fn fetch_weights(
     base: &str,
@@ -111,12 +179,16 @@ pub async fn fetch_weights(
 
 /// A whole small file (configs, reference tensors).
 pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, WeightsError> {
-    let response = fetch_ok(url).await?;
-    let buffer: js_sys::Function = Reflect::get(&response, &JsValue::from_str("arrayBuffer"))
+    body_bytes(url, &fetch_ok(url).await?).await
+}
+
+/// A response's whole body.
+async fn body_bytes(url: &str, response: &JsValue) -> Result<Vec<u8>, WeightsError> {
+    let buffer: js_sys::Function = Reflect::get(response, &JsValue::from_str("arrayBuffer"))
         .and_then(|f| f.dyn_into())
         .map_err(|e| js_err(url, e))?;
     let value = JsFuture::from(js_sys::Promise::from(
-        buffer.call0(&response).map_err(|e| js_err(url, e))?,
+        buffer.call0(response).map_err(|e| js_err(url, e))?,
     ))
     .await
     .map_err(|e| js_err(url, e))?;

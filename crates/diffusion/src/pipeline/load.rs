@@ -1,5 +1,6 @@
-//! Loading a whole pipeline from a diffusers repository (native: local directory, Hugging Face
-//! id or URL base through [`RepoFiles`]), component by component, each streamed onto the device.
+//! Loading a whole pipeline from a diffusers repository, component by component, each streamed
+//! onto the device: natively from a local directory, a Hugging Face id or a base URL (`RepoFiles`),
+//! in a browser over `fetch` (`crate::web::UrlRepo`).
 
 use burn::tensor::Device;
 
@@ -11,9 +12,9 @@ use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::WeightsError;
-use crate::weights::hub::RepoFiles;
 use crate::weights::load::{config_json, load_weights};
 use crate::weights::repo::ModelIndex;
+use crate::weights::source::RepoSource;
 use crate::weights::store::{Precision, preferred_precision};
 
 /// How to load: precision (`None`: the device's preferred one) and weight variant.
@@ -28,7 +29,7 @@ fn config_err(what: &str, e: impl std::fmt::Display) -> PipelineError {
     PipelineError::Weights(WeightsError::Config(format!("{what}: {e}")))
 }
 
-async fn tokenizer(files: &RepoFiles, dir: &str) -> Result<ClipTokenizer, PipelineError> {
+async fn tokenizer(files: &impl RepoSource, dir: &str) -> Result<ClipTokenizer, PipelineError> {
     let text = |name: &str| {
         let rel = format!("{dir}/{name}");
         async move { files.text(&rel).await }
@@ -55,7 +56,7 @@ async fn tokenizer(files: &RepoFiles, dir: &str) -> Result<ClipTokenizer, Pipeli
 }
 
 async fn text_encoder(
-    files: &RepoFiles,
+    files: &impl RepoSource,
     dir: &str,
     tokenizer_dir: &str,
     device: &Device,
@@ -89,7 +90,7 @@ fn sample_size(config: &UNetConfig) -> Option<(u32, u32)> {
 impl Pipeline {
     /// Loads every component the pipelines need. `log` hears one line per component.
     pub async fn load(
-        files: &RepoFiles,
+        files: &impl RepoSource,
         device: &Device,
         options: &LoadOptions,
         log: &mut dyn FnMut(String),

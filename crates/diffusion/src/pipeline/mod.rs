@@ -5,7 +5,6 @@
 pub mod generate;
 pub mod image;
 mod latents;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod load;
 pub mod prompt;
 pub mod text;

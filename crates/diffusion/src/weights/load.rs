@@ -1,11 +1,11 @@
-//! Loading a component's weights from a repository (native): pick the files (variant, single or
-//! sharded), fetch them into the cache, stream each into the device store.
+//! Loading a component's weights from a repository (natively or in a browser, through
+//! [`RepoSource`]): pick the files (variant, single or sharded), stream each into the device store.
 
 use burn::tensor::Device;
 
 use super::WeightsError;
-use super::hub::RepoFiles;
 use super::repo::{ShardIndex, weight_candidates};
+use super::source::RepoSource;
 use super::store::{Precision, Weights};
 
 /// The files a component's weights were read from.
@@ -17,7 +17,7 @@ pub struct Loaded {
 }
 
 /// Reads `{component}/config.json`.
-pub async fn config_json(files: &RepoFiles, component: &str) -> Result<String, WeightsError> {
+pub async fn config_json(files: &impl RepoSource, component: &str) -> Result<String, WeightsError> {
     let rel = format!("{component}/config.json");
     files
         .text(&rel)
@@ -25,56 +25,53 @@ pub async fn config_json(files: &RepoFiles, component: &str) -> Result<String, W
         .ok_or_else(|| WeightsError::Config(format!("the repository has no {rel}")))
 }
 
-/// Streams a component's weights onto `device`, preferring `variant` (e.g. `fp16`).
+/// Streams a component's weights onto `device`, preferring `variant` (e.g. `fp16`): a single
+/// file or the shards its index lists, each read as it arrives.
 pub async fn load_weights(
-    files: &RepoFiles,
+    files: &impl RepoSource,
     component: &str,
     variant: Option<&str>,
     device: &Device,
     precision: Precision,
 ) -> Result<(Weights, Loaded), WeightsError> {
     for candidate in weight_candidates(component, variant) {
-        let Some(path) = files.get(&candidate).await? else {
-            continue;
-        };
         let variant_used = variant.is_some_and(|v| candidate.contains(&format!(".{v}.")));
-        let mut shards = Vec::new();
+        let mut weights = Weights::new(device, precision, candidate.clone());
         if candidate.ends_with(".json") {
-            let text = std::fs::read_to_string(&path).map_err(|source| WeightsError::Io {
-                file: path.display().to_string(),
-                source,
-            })?;
+            let Some(text) = files.text(&candidate).await? else {
+                continue;
+            };
             let index: ShardIndex = serde_json::from_str(&text).map_err(|e| {
                 WeightsError::corrupt(&candidate, format!("not a shard index: {e}"))
             })?;
+            let mut read = Vec::new();
             for shard in index.files() {
                 let rel = format!("{component}/{shard}");
-                let p = files.get(&rel).await?.ok_or_else(|| {
-                    WeightsError::corrupt(
+                if !files.read_safetensors(&rel, &mut weights).await? {
+                    return Err(WeightsError::corrupt(
                         &candidate,
                         format!("lists shard {shard}, which the repository does not have"),
-                    )
-                })?;
-                shards.push((rel, p));
+                    ));
+                }
+                read.push(rel);
             }
-        } else {
-            shards.push((candidate.clone(), path));
+            return Ok((
+                weights,
+                Loaded {
+                    files: read,
+                    variant_used,
+                },
+            ));
         }
-        let mut weights = Weights::new(device, precision, candidate.clone());
-        for (rel, p) in &shards {
-            let f = std::fs::File::open(p).map_err(|source| WeightsError::Io {
-                file: rel.clone(),
-                source,
-            })?;
-            weights.read_safetensors(std::io::BufReader::with_capacity(1 << 20, f), rel)?;
+        if files.read_safetensors(&candidate, &mut weights).await? {
+            return Ok((
+                weights,
+                Loaded {
+                    files: vec![candidate],
+                    variant_used,
+                },
+            ));
         }
-        return Ok((
-            weights,
-            Loaded {
-                files: shards.into_iter().map(|(r, _)| r).collect(),
-                variant_used,
-            },
-        ));
     }
     Err(WeightsError::Config(format!(
         "the repository has no safetensors weights for {component} (looked for {})",

@@ -4,10 +4,10 @@
 pub mod convert;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod hub;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod load;
 pub mod repo;
 pub mod safetensors;
+pub mod source;
 pub mod store;
 
 /// What can go wrong with weights. Every variant names the file, and the tensor where there is one.
