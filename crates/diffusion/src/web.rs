@@ -7,6 +7,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::weights::WeightsError;
+use crate::weights::repo::RepoLocation;
 use crate::weights::safetensors::SafetensorsStream;
 use crate::weights::source::RepoSource;
 use crate::weights::store::{Precision, Weights};
@@ -131,6 +132,29 @@ impl UrlRepo {
         UrlRepo {
             base: base.trim_end_matches('/').to_owned(),
         }
+    }
+
+    /// The repository a `model_name` names, as the server reads it but over `fetch`: a Hugging
+    /// Face id `owner/name[@revision]` resolves at `{hub_url}/{id}/resolve/{revision}` (the hub's
+    /// layout, https://huggingface.co or any server laid out like it), an http(s) URL is the
+    /// repository's base. A directory is an error: a page cannot read the server's disk.
+    pub fn for_model(model_name: &str, hub_url: &str) -> Result<Self, WeightsError> {
+        match RepoLocation::parse(model_name)? {
+            RepoLocation::Hub { id, revision } => Ok(UrlRepo::new(&format!(
+                "{}/{id}/resolve/{revision}",
+                hub_url.trim_end_matches('/')
+            ))),
+            RepoLocation::Url(base) => Ok(UrlRepo::new(&base)),
+            RepoLocation::Dir(dir) => Err(WeightsError::Config(format!(
+                "model {model_name:?} is a directory ({}), which a browser cannot read: use a Hugging Face id or the URL of the model's folder",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// The base every file is read under.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn url(&self, rel: &str) -> String {

@@ -151,6 +151,18 @@ async fn sdxl_inpaint_unet_and_vae_match_diffusers_on_webgpu() {
 }
 
 #[wasm_bindgen_test]
+fn a_model_directory_is_refused_in_the_browser() {
+    let err = UrlRepo::for_model("./models/sdxl", "https://huggingface.co")
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("a browser cannot read"), "{err}");
+    let url = UrlRepo::for_model("https://example.com/m/", "https://huggingface.co").unwrap();
+    assert_eq!(url.base(), "https://example.com/m");
+    let pinned = UrlRepo::for_model("owner/name@v2", "https://hub.test/").unwrap();
+    assert_eq!(pinned.base(), "https://hub.test/owner/name/resolve/v2");
+}
+
+#[wasm_bindgen_test]
 async fn a_missing_weight_file_is_a_clear_error() {
     let device = webgpu_device().await.unwrap();
     let err = fetch_weights(
@@ -166,15 +178,22 @@ async fn a_missing_weight_file_is_a_clear_error() {
 }
 
 /// The whole SDXL inpainting pipeline in the browser, as the local mode will run it: the model
-/// loaded over `fetch` from a server with the diffusers layout (`Pipeline::load` on a
-/// [`UrlRepo`]), generated on WebGPU, against diffusers' image for the same case of
+/// named by its Hugging Face id and loaded over `fetch` from a hub on 127.0.0.1
+/// (`Pipeline::load` on a [`UrlRepo`]), generated on WebGPU, against diffusers' image for the same case of
 /// `pipelines/cases.json` (`sdxl_inpaint_euler`: seed 1234, 10 Euler steps, guidance 7.5).
 #[wasm_bindgen_test]
 async fn the_whole_sdxl_inpainting_pipeline_paints_what_diffusers_paints_on_webgpu() {
     let device = webgpu_device().await.unwrap();
     let mut log = Vec::new();
+    // By Hugging Face id, from a hub: tests/fixtures/hub lays the tiny model out as
+    // huggingface.co does (`{id}/resolve/{revision}/…`).
+    let repo = UrlRepo::for_model("fresco/tiny-sdxl-inpaint", &format!("{FIXTURES}/hub")).unwrap();
+    assert_eq!(
+        repo.base(),
+        format!("{FIXTURES}/hub/fresco/tiny-sdxl-inpaint/resolve/main")
+    );
     let pipe = Pipeline::load(
-        &UrlRepo::new(&format!("{FIXTURES}/{MODEL}")),
+        &repo,
         &device,
         &LoadOptions {
             precision: Some(Precision::F32),
