@@ -130,7 +130,11 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
         // hands out tests/fixtures, on a fixed port so the test is not rebuilt for a new URL.
         let fixtures = fixture_server(ctx)?;
         let url = fixtures.url()?;
-        wasm_test("fresco-diffusion", &["--test", "browser"], Some(&url))
+        wasm_test(
+            "fresco-diffusion",
+            &["--test", "browser", "--test", "browser_worker"],
+            Some(&url),
+        )
     })?;
     // The native tests built target/debug/fresco (the CLI's integration tests run it). Building it
     // again with `-p fresco-cli` would resolve dependency features differently and compile the

@@ -371,6 +371,10 @@ impl Pipeline {
                     &(m.clone() * latents),
                 );
             }
+            // The step is done when the device says so (its latents read back): progress then
+            // reports finished work, not queued work, and in a browser the event loop runs
+            // between steps, so an abort that arrived meanwhile is seen by `on_step`.
+            step_done(&latents).await?;
             if !on_step(StepProgress { step: k + 1, total }, &latents) {
                 return Err(PipelineError::Cancelled);
             }
@@ -492,4 +496,14 @@ fn batch_context(cond: &Conditioning, uncond: Option<&Conditioning>, n: usize) -
         Some(u) => Tensor::cat(vec![repeat_batch(u.embeds.clone(), n), c], 0),
         None => c,
     }
+}
+
+/// Waits until the device has computed `latents` (reads them back: 4 values per latent pixel).
+async fn step_done(latents: &Tensor<4>) -> Result<(), PipelineError> {
+    latents
+        .clone()
+        .into_data_async()
+        .await
+        .map(|_| ())
+        .map_err(|e| PipelineError::Internal(format!("waiting for a step: {e:?}")))
 }
