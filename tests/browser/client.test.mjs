@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { startFaultyProxy, startFresco } from "../lib/fresco.mjs";
+import { frescoClientDir, startFaultyProxy, startFresco } from "../lib/fresco.mjs";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const fixtures = fileURLToPath(new URL("../fixtures/", import.meta.url));
@@ -23,8 +23,7 @@ let work;
 const pageErrors = [];
 
 before(async () => {
-  const pkg = process.env.FRESCO_CLIENT;
-  assert.ok(pkg, "FRESCO_CLIENT must name the built @fresco/client package (cargo xtask npm)");
+  const pkg = frescoClientDir();
   work = mkdtempSync(join(tmpdir(), "fresco-browser-"));
   const www = join(work, "www");
   cpSync(pkg, join(www, "pkg"), { recursive: true });

@@ -5,13 +5,10 @@
 // package (`cargo xtask test` sets it).
 import { test, mock } from "node:test";
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { pathToFileURL } from "node:url";
 import * as theirs from "@fal-ai/client";
+import { importFrescoClient } from "../lib/fresco.mjs";
 
-const dir = process.env.FRESCO_CLIENT;
-assert.ok(dir, "FRESCO_CLIENT must name the built @fresco/client package (cargo xtask npm)");
-const ours = await import(pathToFileURL(join(dir, "index.js")).href);
+const ours = await importFrescoClient();
 const clients = { "@fal-ai/client": theirs, "@fresco/client": ours };
 
 /** A fetch that records each request and answers with `script(request, n)` (n: 1-based). */

@@ -6,13 +6,10 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { join } from "node:path";
-import { pathToFileURL } from "node:url";
 import * as theirs from "@fal-ai/client";
+import { importFrescoClient } from "../lib/fresco.mjs";
 
-const dir = process.env.FRESCO_CLIENT;
-assert.ok(dir, "FRESCO_CLIENT must name the built @fresco/client package (cargo xtask npm)");
-const ours = await import(pathToFileURL(join(dir, "index.js")).href);
+const ours = await importFrescoClient();
 
 // Headers that say nothing about the client (transport, the runtime's fetch).
 const IGNORED = new Set(["host", "connection", "content-length", "accept-encoding", "accept-language", "sec-fetch-mode", "transfer-encoding"]);

@@ -1,9 +1,21 @@
-// `fresco serve` for a test (FRESCO_BIN names the binary; `cargo xtask test` sets it), and a
-// faulty proxy to put in front of it.
+// `fresco serve` for a test (FRESCO_BIN names the binary; `cargo xtask test` sets it), a faulty
+// proxy to put in front of it, and the built @fresco/client package.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { pathToFileURL } from "node:url";
+
+/** The directory of the built @fresco/client package: FRESCO_CLIENT (`cargo xtask test` sets it). */
+export function frescoClientDir() {
+  const dir = process.env.FRESCO_CLIENT;
+  assert.ok(dir, "FRESCO_CLIENT must name the built @fresco/client package (cargo xtask npm)");
+  return dir;
+}
+
+/** The built @fresco/client package, imported. */
+export const importFrescoClient = () => import(pathToFileURL(join(frescoClientDir(), "index.js")).href);
 
 /** `fresco serve --port 0 <args>`; resolves with the process and its base URL once it listens. */
 export async function startFresco(args) {

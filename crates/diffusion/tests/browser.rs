@@ -18,12 +18,11 @@ use fresco_diffusion::weights::safetensors::SafetensorsStream;
 use fresco_diffusion::weights::store::Precision;
 use wasm_bindgen_test::*;
 
+mod in_browser;
+use in_browser::{FIXTURES, web_log};
+
 wasm_bindgen_test_configure!(run_in_browser);
 
-const FIXTURES: &str = match option_env!("FRESCO_FIXTURES_URL") {
-    Some(u) => u,
-    None => "http://127.0.0.1:8765",
-};
 const MODEL: &str = "tiny-sdxl-inpaint";
 const TOL: f32 = 1e-4;
 
@@ -72,14 +71,6 @@ async fn assert_close<const D: usize>(what: &str, got: Tensor<D>, want: &Referen
         got.iter().all(|v| v.is_finite()) && err <= TOL,
         "{what}: relative error {err:.3e} > {TOL:.0e}"
     );
-}
-
-fn web_log(s: &str) {
-    let console = js_sys::Reflect::get(&js_sys::global(), &"console".into()).unwrap();
-    let log: js_sys::Function = js_sys::Reflect::get(&console, &"log".into())
-        .unwrap()
-        .into();
-    let _ = log.call1(&console, &s.into());
 }
 
 #[wasm_bindgen_test]

@@ -17,18 +17,10 @@ use js_sys::Reflect;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen_test::*;
 
+mod in_browser;
+use in_browser::{FIXTURES, web_log};
+
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
-
-const FIXTURES: &str = match option_env!("FRESCO_FIXTURES_URL") {
-    Some(u) => u,
-    None => "http://127.0.0.1:8765",
-};
-
-fn web_log(s: &str) {
-    let console = Reflect::get(&js_sys::global(), &"console".into()).unwrap();
-    let log = js_sys::Function::from(Reflect::get(&console, &"log".into()).unwrap());
-    let _ = log.call1(&console, &s.into());
-}
 
 /// The whole SDXL inpainting pipeline in a dedicated worker, as the local mode will run it: the model
 /// named by its Hugging Face id and loaded over `fetch` from a hub on 127.0.0.1

@@ -6,6 +6,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::text::{find_byte, split_once_byte};
+
 /// The first path segments that name a namespace rather than an owner.
 pub const NAMESPACES: [&str; 2] = ["workflows", "comfy"];
 
@@ -35,14 +37,11 @@ impl core::error::Error for InvalidAppId {}
 /// Normalises an endpoint id the way `@fal-ai/client` does: an id containing `/` is returned
 /// unchanged; `12345-my-app` becomes `12345/my-app`; anything else is an error.
 pub fn ensure_endpoint_id_format(id: &str) -> Result<String, InvalidAppId> {
-    // Byte searches, not `contains`/`split_once`: in the client's size-optimised wasm those
-    // generic helpers, once other code of this crate shares them, stay out of line and bring the
-    // panic paths of string slicing along (+3.5 KB gzipped, `cargo xtask bench size`).
-    if id.bytes().any(|b| b == b'/') {
+    // Byte searches (`crate::text`), not `contains`/`split_once`: see that module for why.
+    if find_byte(id, b'/').is_some() {
         return Ok(id.to_owned());
     }
-    let dash = id.bytes().position(|b| b == b'-');
-    if let Some((number, name)) = dash.and_then(|i| Some((id.get(..i)?, id.get(i + 1..)?)))
+    if let Some((number, name)) = split_once_byte(id, b'-')
         && !number.is_empty()
         && number.bytes().all(|b| b.is_ascii_digit())
         && !name.is_empty()

@@ -254,6 +254,9 @@ async function dispatchRequest({ method, targetUrl, input, config, headers = {},
   }
 }
 
+/** A request's body: the JSON input, unless the method is GET or there is no input. */
+const jsonBody = (method, input) => (method.toLowerCase() !== "get" && input ? JSON.stringify(input) : undefined);
+
 async function sendOnce({ method, targetUrl, input, config, headers, options }) {
   const credentials = resolveCredentials(config);
   const request = await config.requestMiddleware({
@@ -277,7 +280,7 @@ async function sendOnce({ method, targetUrl, input, config, headers, options }) 
     headers: allHeaders,
     ...(isCloudflareWorkers() ? {} : { mode: "cors" }),
     signal: options.signal,
-    body: request.method.toLowerCase() !== "get" && input ? JSON.stringify(input) : undefined,
+    body: jsonBody(request.method, input),
   });
   return await (options.responseHandler ?? config.responseHandler)(response);
 }
@@ -358,8 +361,9 @@ function createStorageClient(config) {
     }
     // Parts go one after another, each tried three times at once before the upload fails.
     const size = MULTIPART_PART_SIZE;
+    const parts = Math.ceil(file.size / size);
     const uploaded = [];
-    for (let n = 1; n <= Math.ceil(file.size / size); n++) {
+    for (let n = 1; n <= parts; n++) {
       const chunk = file.slice((n - 1) * size, n * size);
       for (let attempt = 1; ; attempt++) {
         try {
@@ -472,7 +476,7 @@ export class FalStream {
       const response = await fetch(url.toString(), {
         method: method.toUpperCase(),
         headers: { accept, "content-type": "application/json" },
-        body: input && method.toLowerCase() !== "get" ? JSON.stringify(input) : undefined,
+        body: jsonBody(method, input),
         signal: this.signal,
       });
       return this.handleResponse(response);
@@ -626,7 +630,6 @@ function createQueueClient(config, storage) {
         url: core.queueUrl(endpointId, requestId, "/status/stream", logs),
         method: "get",
         connectionMode,
-        queryParams: { logs: logs ? "1" : "0" },
         signal: abortSignal,
       });
     },
