@@ -74,3 +74,65 @@ export async function startFaultyProxy(base) {
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   return { url: `http://127.0.0.1:${server.address().port}/`, seen, close: () => server.close() };
 }
+
+/**
+ * A hub laid out as huggingface.co (`/{id}/resolve/{revision}/{file}`) over `root`
+ * (tests/fixtures/hub), on its own origin: CORS with `Range` allowed, answered with 206 as
+ * huggingface.co does. Faults for the local mode's tests: the first download of the file whose
+ * path ends with `cutOnce` stops halfway (the connection is destroyed); under the model id
+ * `oversized` every safetensors file claims a size (1 PB) no storage quota holds, the rest being
+ * `fresco/tiny-sdxl-inpaint`'s. Resolves with `{url, seen, close}`: `seen` lists `{path, range}`
+ * of every GET.
+ */
+export async function startHub({ root, cutOnce, oversized }) {
+  const { createReadStream, statSync } = await import("node:fs");
+  const seen = [];
+  let cut = false;
+  const cors = {
+    "access-control-allow-origin": "*",
+    "access-control-allow-headers": "range",
+    "access-control-allow-methods": "GET, HEAD, OPTIONS",
+    "access-control-expose-headers": "content-length, content-range, accept-ranges",
+  };
+  const server = createServer((req, res) => {
+    if (req.method === "OPTIONS") {
+      res.writeHead(204, cors);
+      return res.end();
+    }
+    const path = decodeURIComponent(new URL(req.url, "http://hub").pathname);
+    const range = req.headers.range ?? null;
+    seen.push({ path, range });
+    const huge = oversized && path.startsWith(`/${oversized}/`);
+    const file = join(root, huge ? path.replace(`/${oversized}/`, "/fresco/tiny-sdxl-inpaint/") : path);
+    let size;
+    try {
+      const st = statSync(file);
+      if (!st.isFile()) throw new Error("not a file");
+      size = st.size;
+    } catch {
+      res.writeHead(404, { "content-type": "application/json", ...cors });
+      return res.end(JSON.stringify({ error: "Entry not found" }));
+    }
+    if (huge && path.endsWith(".safetensors")) {
+      res.writeHead(200, { "content-length": String(1e15), "accept-ranges": "bytes", ...cors });
+      res.flushHeaders();
+      return setTimeout(() => res.destroy(), 2000);
+    }
+    const start = Number(/^bytes=(\d+)-$/.exec(range ?? "")?.[1] ?? 0);
+    const headers = { "accept-ranges": "bytes", "content-length": String(size - start), ...cors };
+    if (start > 0) res.writeHead(206, { ...headers, "content-range": `bytes ${start}-${size - 1}/${size}` });
+    else res.writeHead(200, headers);
+    if (cutOnce && !cut && start === 0 && path.endsWith(cutOnce)) {
+      cut = true;
+      // Half the file, then the connection drops.
+      const half = createReadStream(file, { start: 0, end: Math.floor(size / 2) - 1 });
+      half.on("data", (chunk) => res.write(chunk));
+      // Closed (not reset) once the browser has had time to read what was sent.
+      half.on("end", () => setTimeout(() => res.socket.end(), 500));
+      return;
+    }
+    createReadStream(file, { start }).pipe(res);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { url: `http://127.0.0.1:${server.address().port}`, seen, close: () => server.close() };
+}

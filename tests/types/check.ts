@@ -17,6 +17,11 @@ import {
 
 fal.config({ proxyUrl: "/api/fal/proxy", retry: { maxRetries: 1 } });
 const client = createFalClient({ credentials: () => undefined, proxyUrl: { url: "/p", when: "always" } });
+// fresco's local mode.
+fal.config({ local: true });
+createFalClient({ proxyUrl: "/api/fal/proxy", local: { endpoints: ["fal-ai/inpaint"], hubUrl: "https://huggingface.co" } });
+// @ts-expect-error hubUrl is a string
+fal.config({ local: { hubUrl: 1 } });
 
 async function usage(image: Blob) {
   const result: Result<InpaintOutput> = await fal.subscribe("fal-ai/inpaint", {

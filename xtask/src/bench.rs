@@ -485,3 +485,112 @@ fn pipeline_model(
     println!();
     Ok(())
 }
+
+/// `cargo xtask bench browser`: where the time of a local inpainting goes in headless Chromium
+/// (WebGPU on SwiftShader, `tests/bench/browser.mjs`, timed from the engine's log lines) next to
+/// native wgpu on this machine (lavapipe, `engine_bench phases`), for the tiny SDXL-inpaint
+/// fixture and the mid-size SDXL-inpainting pipeline (`engine_bench write-mid`, random weights,
+/// its default size set to `mid_size` pixels): the model's load, the first step (kernels compiled
+/// on first use), the median step, and the first step of the same call again.
+pub fn browser(ctx: &Ctx, steps: usize, mid_size: u32) -> Result {
+    if !mid_size.is_multiple_of(8) || mid_size == 0 {
+        return Err(format!("--mid-size {mid_size}: a positive multiple of 8"));
+    }
+    build_benches(ctx)?;
+    crate::npm::build(ctx)?;
+    let site = crate::site::assemble(ctx)?;
+    let fixtures = ctx.root.join("tests/fixtures");
+    let mid = site.join("bench-models/mid");
+    println!("writing the mid-size SDXL-inpainting pipeline…");
+    engine_bench(ctx, &["write-mid", "--out", &mid.display().to_string()])?;
+    let config = mid.join("unet/config.json");
+    let text = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
+    let sample = format!("\"sample_size\": {}", mid_size / 8);
+    let patched = text.replacen("\"sample_size\": 128", &sample, 1);
+    if patched == text {
+        return Err(format!(
+            "{}: no \"sample_size\": 128 to set",
+            config.display()
+        ));
+    }
+    std::fs::write(&config, patched).map_err(|e| e.to_string())?;
+    // The browser reads it by id from a hub laid out as huggingface.co, beside the tiny one.
+    let hub = site.join("bench-hub/bench/mid-sdxl-inpaint/resolve");
+    std::fs::create_dir_all(&hub).map_err(|e| e.to_string())?;
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&mid, hub.join("main")).map_err(|e| e.to_string())?;
+    let inputs = site.join("bench");
+    std::fs::create_dir_all(&inputs).map_err(|e| e.to_string())?;
+    for f in ["image32.png", "mask32.png"] {
+        std::fs::copy(fixtures.join("pipelines").join(f), inputs.join(f))
+            .map_err(|e| e.to_string())?;
+    }
+    let steps_s = steps.to_string();
+    let models = [
+        (
+            "tiny SDXL-inpaint (tests/fixtures)",
+            "fresco/tiny-sdxl-inpaint",
+            "hub",
+            fixtures.join("tiny-sdxl-inpaint"),
+        ),
+        (
+            "mid-size SDXL-inpaint (UNet 64/128/256 channels, random weights)",
+            "bench/mid-sdxl-inpaint",
+            "bench-hub",
+            mid.clone(),
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (label, _, _, dir) in &models {
+        println!("{label}: native wgpu (lavapipe)…");
+        let lines = engine_bench(
+            ctx,
+            &[
+                "phases",
+                "--model",
+                &dir.display().to_string(),
+                "--device",
+                "wgpu",
+                "--steps",
+                &steps_s,
+            ],
+        )?;
+        rows.push((label.to_string(), "native wgpu (lavapipe)", lines.join("")));
+    }
+    println!("headless Chromium (WebGPU on SwiftShader)…");
+    let mut cmd = Command::new("node");
+    cmd.arg(ctx.root.join("tests/bench/browser.mjs"))
+        .arg(&site)
+        .arg(ctx.bin("fresco"))
+        .arg(&steps_s);
+    for (_, id, hub, _) in &models {
+        cmd.arg(format!("{id}@{hub}"));
+    }
+    let out = output(&mut cmd)?;
+    let browser_lines: Vec<&str> = out.lines().filter(|l| l.starts_with('{')).collect();
+    for ((label, _, _, _), line) in models.iter().zip(&browser_lines) {
+        rows.push((
+            label.to_string(),
+            "Chromium WebGPU (SwiftShader)",
+            line.to_string(),
+        ));
+    }
+    println!(
+        "\nA local inpainting's phases, {steps} steps, f32, seconds (one run each; the CPU is shared by both):\n"
+    );
+    println!(
+        "| model | where | size | load | first step (compiles kernels) | step | first step again |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (label, place, line) in &rows {
+        println!(
+            "| {label} | {place} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            field(line, "size")?,
+            field(line, "load")?,
+            field(line, "first_step")?,
+            field(line, "step")?,
+            field(line, "warm_first_step")?,
+        );
+    }
+    Ok(())
+}

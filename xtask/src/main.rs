@@ -1,13 +1,17 @@
 //! `cargo xtask <task>`: the project's one entry point for set-up, tests, the demo and benchmarks.
 //!
-//! - `cargo xtask demo [--port 8080] [--check]`: builds and starts `fresco serve`, prints its URL
+//! - `cargo xtask demo [--port 8080] [--check]`: builds the server and the npm package, starts
+//!   `fresco serve` with the demo site (www/ + the package + the tiny model's hub), prints its URL
 //!   (`--check`: probes it and exits, as the test suite does);
 //! - `cargo xtask test [--no-lint]`: installs what is missing, then runs every test: formatting and
 //!   clippy, native unit and integration tests, the wasm tests in headless Chromium (WebGPU), the
 //!   end-to-end tests with the real `@fal-ai/client` and with our `@fresco/client`, and the demo
 //!   check;
 //! - `cargo xtask setup`: only the installs;
-//! - `cargo xtask npm`: builds the npm package `@fresco/client` into `<target>/npm/client`;
+//! - `cargo xtask npm`: builds the npm package `@fresco/client` (client, local mode, engine) into
+//!   `<target>/npm/client`;
+//! - `cargo xtask bench browser [--steps 4] [--mid-size 128]`: a local inpainting's load, first
+//!   step (kernel compile) and step times in headless Chromium next to native wgpu;
 //! - `cargo xtask bench proxy [--requests N] [--concurrency C]`: our proxy against
 //!   `@fal-ai/server-proxy`'s Express adapter, same upstream, same load;
 //! - `cargo xtask bench pipeline [--sizes 32,64,128] [--mid-sizes 256,512] [--mid-wgpu-sizes 256]
@@ -21,6 +25,7 @@
 mod bench;
 mod npm;
 mod setup;
+mod site;
 mod size;
 mod util;
 
@@ -54,6 +59,11 @@ fn main() -> ExitCode {
                 &ctx,
                 value("--sizes").as_deref().unwrap_or("32,64"),
                 value("--runs").and_then(|v| v.parse().ok()).unwrap_or(3),
+            ),
+            Some("browser") => bench::browser(
+                &ctx,
+                value("--steps").and_then(|v| v.parse().ok()).unwrap_or(4),
+                value("--mid-size").and_then(|v| v.parse().ok()).unwrap_or(128),
             ),
             Some("pipeline") => bench::pipeline(
                 &ctx,
@@ -153,13 +163,16 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
         },
     )?;
     timed(
-        "end-to-end tests (@fal-ai/client and @fresco/client against fresco serve, in Node and headless Chromium)",
+        "end-to-end tests (@fal-ai/client and @fresco/client against fresco serve, in Node and headless Chromium; the local mode and the demo on WebGPU)",
         &mut || {
+            let site = site::assemble(ctx)?;
             run(std::process::Command::new("node")
                 .args(["--test", "--test-reporter=spec", "e2e/", "browser/"])
                 .current_dir(ctx.root.join("tests"))
                 .env("FRESCO_BIN", ctx.bin("fresco"))
-                .env("FRESCO_CLIENT", npm::dir(ctx)))
+                .env("FRESCO_CLIENT", npm::dir(ctx))
+                .env("FRESCO_SITE", site)
+                .env("FRESCO_SCREENSHOTS", ctx.target_dir.join("screenshots")))
         },
     )?;
     timed("demo check", &mut || demo(ctx, "0", true, false))?;
@@ -228,7 +241,9 @@ fn demo(ctx: &Ctx, port: &str, check: bool, build: bool) -> Result {
         run(ctx
             .cargo()
             .args(["build", "--workspace", "--bins", "--examples", "--locked"]))?;
+        npm::build(ctx)?;
     }
+    let www = site::assemble(ctx)?;
     let data = ctx.root.join(".fresco/demo");
     let server = Service::start(
         "fresco serve",
@@ -236,7 +251,7 @@ fn demo(ctx: &Ctx, port: &str, check: bool, build: bool) -> Result {
             .args(["serve", "--port", port, "--data-dir"])
             .arg(&data)
             .arg("--www")
-            .arg(ctx.root.join("www")),
+            .arg(&www),
         Duration::from_secs(60),
     )?;
     let url = server.url()?;
@@ -248,8 +263,24 @@ fn demo(ctx: &Ctx, port: &str, check: bool, build: bool) -> Result {
     if status != 200 || !page.contains("fresco") {
         return Err(format!("{url}/ answered {status}"));
     }
+    // What the page loads: the package (client, local mode, engine) and the tiny model by id.
+    for path in [
+        "/demo.js",
+        "/pkg/index.js",
+        "/pkg/local.js",
+        "/pkg/engine-worker.js",
+        "/pkg/engine.js",
+        "/hub/fresco/tiny-sdxl-inpaint/resolve/main/model_index.json",
+    ] {
+        let (status, _) = util::http_get(&format!("{url}{path}"))?;
+        if status != 200 {
+            return Err(format!("{url}{path} answered {status}"));
+        }
+    }
     println!("\nfresco is serving on {url}\n");
-    println!("  demo site       {url}/");
+    println!(
+        "  demo site       {url}/   (paint a mask, prompt, run on this device's GPU or on the server)"
+    );
     println!("  proxy route     {url}/api/fal/proxy   (point @fal-ai/client's proxyUrl here)");
     println!(
         "  queue           POST {url}/fresco/echo, GET {url}/fresco/echo/requests/<id>/status"

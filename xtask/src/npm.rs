@@ -1,9 +1,10 @@
 //! `cargo xtask npm`: the npm package `@fresco/client`, built into `<target>/npm/client`.
 //!
-//! `fresco-web` without its `webgpu` feature (the local engine is a separate, lazily loaded
-//! module), compiled with the `wasm-client` profile, bound by `wasm-bindgen --target web` as
-//! `core.js` + `core_bg.wasm`, shrunk by `wasm-opt -Oz`, beside the hand-written driver and types
-//! of `crates/web/js`. wasm-opt is binaryen's npm build (a dev dependency in tests/): Debian's
+//! The client: `fresco-web` without its `webgpu` feature, compiled with the `wasm-client` profile,
+//! bound by `wasm-bindgen --target web` as `core.js` + `core_bg.wasm`, shrunk by `wasm-opt -Oz`,
+//! beside the hand-written driver and types of `crates/web/js`. The local mode, loaded only by a
+//! page that calls an endpoint locally: `local.js` (page side), `engine-worker.js` (the worker)
+//! and the engine's wasm, `engine.js` + `engine_bg.wasm` (`fresco-web` with `webgpu`). wasm-opt is binaryen's npm build (a dev dependency in tests/): Debian's
 //! binaryen 108 writes wasm-bindgen's `externref` table back as `anyref`, and the module then
 //! fails to instantiate.
 
@@ -46,7 +47,7 @@ pub fn dir(ctx: &Ctx) -> PathBuf {
 }
 
 pub fn build(ctx: &Ctx) -> Result<Package> {
-    crate::setup::node_packages(ctx)?;
+    crate::setup::for_package(ctx)?;
     let dir = dir(ctx);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -86,9 +87,10 @@ pub fn build(ctx: &Ctx) -> Result<Package> {
             "crates/web/js/index.js must declare `const VERSION = \"{VERSION}\";` (the workspace's version)"
         ));
     }
-    for file in ["index.js", "index.d.ts"] {
+    for file in ["index.js", "index.d.ts", "local.js", "engine-worker.js"] {
         copy(&js.join(file), &dir.join(file))?;
     }
+    build_engine(ctx, &dir)?;
     copy(&js.join("README.md"), &dir.join("README.md"))?;
     let manifest = format!(
         r#"{{
@@ -102,16 +104,46 @@ pub fn build(ctx: &Ctx) -> Result<Package> {
   "exports": {{
     ".": {{ "types": "./index.d.ts", "default": "./index.js" }}
   }},
-  "files": ["index.js", "index.d.ts", "core.js", "core_bg.wasm", "README.md"],
+  "files": ["index.js", "index.d.ts", "core.js", "core_bg.wasm", "local.js", "engine-worker.js", "engine.js", "engine_bg.wasm", "README.md"],
   "sideEffects": ["./index.js"],
   "engines": {{ "node": ">=20" }}
 }}
 "#
     );
     std::fs::write(dir.join("package.json"), manifest).map_err(|e| e.to_string())?;
-    for stray in ["core.d.ts", "core_bg.wasm.d.ts"] {
+    for stray in [
+        "core.d.ts",
+        "core_bg.wasm.d.ts",
+        "engine.d.ts",
+        "engine_bg.wasm.d.ts",
+    ] {
         let _ = std::fs::remove_file(dir.join(stray));
     }
     println!("@fresco/client {VERSION} → {}", dir.display());
     Ok(Package { raw_wasm })
+}
+
+/// The local engine's module, `engine.js` + `engine_bg.wasm`, which `engine-worker.js` loads on
+/// the first local call: `fresco-web` with its `webgpu` feature (the Burn engine on WebGPU).
+/// Built with the tests' profile, whose compiled dependencies the wasm tests share (a release
+/// build of the wasm tree is another half hour on two cores); wasm-bindgen drops its debug info.
+fn build_engine(ctx: &Ctx, dir: &Path) -> Result {
+    run(ctx.cargo().args([
+        "build",
+        "-p",
+        "fresco-web",
+        "--lib",
+        "--features",
+        "webgpu",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--locked",
+    ]))?;
+    let built = ctx
+        .target_dir
+        .join("wasm32-unknown-unknown/debug/fresco_web.wasm");
+    run(Command::new("wasm-bindgen")
+        .args(["--target", "web", "--out-name", "engine", "--out-dir"])
+        .arg(dir)
+        .arg(&built))
 }

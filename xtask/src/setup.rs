@@ -28,6 +28,15 @@ fn step(name: &str, f: impl FnOnce() -> Result<bool>) -> Result {
 }
 
 /// Everything `cargo xtask test` needs.
+/// What `cargo xtask npm` (and so `cargo xtask demo`) needs: the wasm target, wasm-bindgen-cli
+/// and the node packages (binaryen's wasm-opt).
+pub fn for_package(ctx: &Ctx) -> Result {
+    step("wasm32 target", wasm_target)?;
+    step("wasm-bindgen-cli", || wasm_bindgen(ctx))?;
+    step("node packages", || node_packages(ctx))?;
+    Ok(())
+}
+
 pub fn for_tests(ctx: &Ctx) -> Result {
     step("apt packages", apt_packages)?;
     step("rustfmt and clippy", rust_components)?;

@@ -46,6 +46,9 @@ fn bundle(ctx: &Ctx, entry: &Path, outfile: &Path) -> Result {
             "--log-level=warning",
             // The wasm is a file beside the bundle, fetched by the code; counted on its own.
             "--external:*.wasm",
+            // The local mode is a separate chunk, imported only when a call runs locally (what
+            // bundlers that split code, Vite's and webpack's defaults, make of `import()`).
+            "--external:*/local.js",
         ])
         .arg(format!("--outfile={}", outfile.display()))
         .env("NODE_PATH", tests.join("node_modules")))

@@ -16,6 +16,10 @@
 //! - `engine_bench pipeline --model DIR --device cpu|wgpu [--sizes 32,64] [--steps 10]
 //!   [--runs 2]`: seconds per whole inpainting (text encoding, every step, VAE encode and decode)
 //!   with a diffusers model folder, at a few square sizes; one JSON line per size;
+//! - `engine_bench phases --model DIR --device cpu|wgpu [--size PX] [--steps 4]`: where the
+//!   time of a first inpainting goes, as `cargo xtask bench browser` measures the browser's: the
+//!   model's load, the first step (text and VAE encoding, and the kernels compiled on first use),
+//!   the median step after it, and the first step of a second run (kernels warm); one JSON line;
 //! - `engine_bench load --device cpu|wgpu --out FILE`: that checkpoint (written by `rss`)
 //!   through the real loader into a UNet on the device, in f16 where the device has it: the
 //!   peak RSS over the baseline, the bytes the model itself holds, and the difference (on a CPU
@@ -73,11 +77,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("gemm") => gemm_bench(),
         Some("rss") => rss(&arg(&args, "--out").ok_or("--out FILE")?),
         Some("pipeline") => pipeline(&args),
+        Some("phases") => phases(&args),
         Some("load") => load(
             &arg(&args, "--device").unwrap_or_else(|| "wgpu".into()),
             &arg(&args, "--out").ok_or("--out FILE")?,
         ),
-        _ => Err("usage: engine_bench unet --device cpu|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | gemm | rss --out FILE | load --device D --out FILE | pipeline --model DIR --device D [--sizes ..] [--steps N] [--runs N]".into()),
+        _ => Err("usage: engine_bench phases --model DIR --device D [--size PX] [--steps 4] | unet --device cpu|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | gemm | rss --out FILE | load --device D --out FILE | pipeline --model DIR --device D [--sizes ..] [--steps N] [--runs N]".into()),
     }
 }
 
@@ -629,4 +634,70 @@ fn gflops(m: usize, k: usize, n: usize, mut run: impl FnMut()) -> f64 {
     }
     let dt = t.elapsed().as_secs_f64() / r as f64;
     2.0 * (m * k * n) as f64 / dt / 1e9
+}
+
+/// `phases`: load, first step, median step, warm first step (see the module's docs).
+fn phases(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    use fresco_diffusion::pipeline::image::decode;
+    use fresco_diffusion::pipeline::load::LoadOptions;
+    use fresco_diffusion::pipeline::{Pipeline, Request, Task};
+    use fresco_diffusion::weights::hub::{HubOptions, RepoFiles, StderrProgress};
+    use fresco_diffusion::weights::repo::RepoLocation;
+
+    let model = arg(args, "--model").ok_or("--model DIR")?;
+    let device_name = arg(args, "--device").unwrap_or_else(|| "wgpu".into());
+    let device = device(&device_name)?;
+    // Default: the model's own (its UNet's sample size × 8), as fal-ai/inpaint runs it.
+    let size: Option<u32> = arg(args, "--size").map(|r| r.parse()).transpose()?;
+    let steps: usize = arg(args, "--steps").map_or(Ok(4), |r| r.parse())?;
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pipelines");
+    let image = decode(&std::fs::read(fixtures.join("image32.png"))?, "image")?;
+    let mask = decode(&std::fs::read(fixtures.join("mask32.png"))?, "mask")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let files = RepoFiles::new(
+            RepoLocation::parse(&model)?,
+            HubOptions::from_env(),
+            Box::new(StderrProgress::default()),
+        )?;
+        let options = LoadOptions {
+            precision: Some(Precision::F32),
+            variant: None,
+        };
+        let t = Instant::now();
+        let pipe = Pipeline::load(&files, &device, &options, &mut |_| {}).await?;
+        let load = t.elapsed().as_secs_f64();
+        let mut req = Request::new(BENCH_PROMPT, 0);
+        req.num_inference_steps = steps;
+        req.size = size.map(|s| (s, s));
+        // When each step of a run ended, from the run's start.
+        let run = async || {
+            let t = Instant::now();
+            let mut marks = Vec::with_capacity(steps);
+            let task = Task::Inpaint {
+                image: &image,
+                mask: &mask,
+            };
+            let out = pipe
+                .generate(task, &req, &mut |_, _| {
+                    marks.push(t.elapsed().as_secs_f64());
+                    true
+                })
+                .await?;
+            Ok::<_, Box<dyn std::error::Error>>((marks, out.width))
+        };
+        let (cold, size) = run().await?;
+        let (warm, _) = run().await?;
+        let mut deltas: Vec<f64> = cold.windows(2).map(|w| w[1] - w[0]).collect();
+        deltas.sort_by(f64::total_cmp);
+        let step = deltas.get(deltas.len() / 2).copied().unwrap_or(f64::NAN);
+        println!(
+            "{{\"device\":\"{device_name}\",\"size\":{size},\"steps\":{},\"load\":{load:.3},\"first_step\":{:.3},\"step\":{step:.3},\"warm_first_step\":{:.3}}}",
+            cold.len(),
+            cold.first().copied().unwrap_or(f64::NAN),
+            warm.first().copied().unwrap_or(f64::NAN),
+        );
+        Ok(())
+    })
 }

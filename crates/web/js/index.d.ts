@@ -148,6 +148,21 @@ export type Config = {
   responseHandler?: ResponseHandler<any>;
   fetch?: typeof fetch;
   retry?: Partial<RetryOptions>;
+  /** fresco: run these endpoints on this device's GPU (WebGPU, in a Web Worker) instead of
+   * remotely. `true`: every endpoint the local engine serves, with models from huggingface.co. */
+  local?: boolean | LocalConfig;
+};
+
+/** fresco: the local mode's settings. */
+export type LocalConfig = {
+  /** The endpoints that run locally. Default: `fal-ai/inpaint`, `fal-ai/lora/image-to-image`,
+   * `fal-ai/lora/inpaint` (all the engine serves); others stay remote. */
+  endpoints?: string[];
+  /** Where `model_name`s that are Hugging Face ids are read: `{hubUrl}/{id}/resolve/{revision}/…`.
+   * Default `https://huggingface.co`. */
+  hubUrl?: string;
+  /** The engine's worker script, if the page serves it somewhere other than beside index.js. */
+  workerUrl?: string | URL;
 };
 
 // ---------------------------------------------------------------------------------------------

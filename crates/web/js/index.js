@@ -742,7 +742,7 @@ export function createFalClient(userConfig = {}) {
       return new FalStream(endpointId, config, { ...options, input });
     },
   };
-  return {
+  const client = {
     queue,
     storage,
     streaming,
@@ -774,6 +774,25 @@ export function createFalClient(userConfig = {}) {
       return queue.result(endpointId, { requestId, abortSignal: options.abortSignal });
     },
   };
+  return userConfig.local ? withLocal(client, userConfig.local === true ? {} : userConfig.local) : client;
+}
+
+// fresco: `local: true | {endpoints?, hubUrl?, workerUrl?}` runs those endpoints on this device
+// (local.js, loaded on the first such call); every other endpoint stays remote.
+const LOCAL_ENDPOINTS = ["fal-ai/inpaint", "fal-ai/lora/image-to-image", "fal-ai/lora/inpaint"];
+
+function withLocal(client, options) {
+  const endpoints = new Set(options.endpoints ?? LOCAL_ENDPOINTS);
+  let local;
+  const route = (target, name) => (endpointId, opts) =>
+    endpoints.has(endpointId)
+      ? (local ??= import("./local.js").then((m) => m.createLocalClient(options, { ApiError, ValidationError }))).then(
+          (l) => (l.queue[name] ?? l[name])(endpointId, opts),
+        )
+      : target[name](endpointId, opts);
+  const queue = { ...client.queue };
+  for (const name of ["submit", "status", "streamStatus", "subscribeToStatus", "result", "cancel"]) queue[name] = route(client.queue, name);
+  return { ...client, queue, run: route(client, "run"), subscribe: route(client, "subscribe") };
 }
 
 let current = createFalClient();

@@ -25,6 +25,8 @@
 extern crate alloc;
 
 #[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
+pub mod engine;
+#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
 pub mod gpu;
 
 pub mod client;

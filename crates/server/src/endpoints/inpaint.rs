@@ -8,17 +8,15 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use burn::tensor::Device;
+use fresco_diffusion::pipeline::endpoint::{Call, Failure, output_file_name};
 use fresco_diffusion::pipeline::image::{OutputFormat, decode, encode};
 use fresco_diffusion::pipeline::load::LoadOptions;
-use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError, Request, Task};
-use fresco_diffusion::rng::random_seed;
-use fresco_diffusion::weights::WeightsError;
+use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError, Task};
 use fresco_diffusion::weights::hub::{HubOptions, Progress, RepoFiles};
 use fresco_diffusion::weights::repo::RepoLocation;
 use fresco_diffusion::weights::store::Precision;
 use fresco_protocol::endpoints::Image;
-use fresco_protocol::endpoints::inpaint::{InpaintInput, InpaintOutput};
-use fresco_protocol::error::{ValidationErrorBody, ValidationErrorItem};
+use fresco_protocol::endpoints::inpaint::ENDPOINT_ID;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
@@ -60,42 +58,18 @@ pub struct Inpaint {
     pub engine: Arc<Engine>,
 }
 
-pub(crate) fn field_error(field: &str, msg: impl Into<String>, kind: &str) -> JobError {
-    JobError::validation(ValidationErrorBody {
-        detail: vec![ValidationErrorItem::new(
-            vec!["body".into(), field.into()],
-            msg,
-            kind,
-        )],
-    })
+pub(crate) fn field_error(field: &str, msg: impl Into<String>) -> JobError {
+    Failure::field(field, msg).into()
 }
 
-/// How an endpoint names the engine's request fields (`fal-ai/lora/*` call strength
-/// `noise_strength`).
-#[derive(Default)]
-pub(crate) struct FieldNames {
-    pub strength: Option<&'static str>,
-}
-
-/// A pipeline error as the answer fal would give: 422 on the field at fault, 400 on a cancel.
-pub(crate) fn pipeline_error(e: PipelineError, names: &FieldNames) -> JobError {
-    match e {
-        PipelineError::Input { field, message } => {
-            let field = match (field.as_str(), names.strength) {
-                ("strength", Some(name)) => name.to_owned(),
-                _ => field,
-            };
-            field_error(&field, message, "value_error")
+impl From<Failure> for JobError {
+    fn from(f: Failure) -> Self {
+        JobError {
+            status: StatusCode::from_u16(f.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: f.body(),
+            message: f.message(),
+            error_type: f.error_type(),
         }
-        PipelineError::Cancelled => JobError::cancelled(),
-        PipelineError::Weights(w @ (WeightsError::Network { .. } | WeightsError::Config(_))) => {
-            field_error(
-                "model_name",
-                format!("the model could not be loaded: {w}"),
-                "value_error",
-            )
-        }
-        other => JobError::internal(other.to_string()),
     }
 }
 
@@ -105,7 +79,7 @@ pub(crate) async fn fetch(
     url: &str,
     field: &str,
 ) -> Result<Vec<u8>, JobError> {
-    let bad = |message: String| field_error(field, message, "value_error");
+    let bad = |message: String| field_error(field, message);
     let too_big = || bad(format!("the image is over {MAX_INPUT_BYTES} bytes"));
     if let Some(rest) = url.strip_prefix("data:") {
         let (meta, data) = rest
@@ -177,36 +151,23 @@ impl Progress for LogProgress {
     }
 }
 
-/// A short random file name, as fal names outputs.
-fn output_name(ext: &str) -> String {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    format!("{}.{ext}", &id[..12])
-}
-
-/// What a job runs on: the model and the fetched input files.
-pub(crate) struct Inputs<'a> {
-    pub model_name: &'a str,
-    pub variant: Option<&'a str>,
-    pub image: Vec<u8>,
-    pub mask: Option<Vec<u8>>,
-}
-
-/// The engine's side of a job: the model loaded (or reused), inputs decoded, the generation run
-/// on a blocking thread with a log line per step and the queue's cancel between steps.
+/// The engine's side of a call: the model loaded (or reused), inputs fetched and decoded, the
+/// generation run on a blocking thread with a log line per step and the queue's cancel between
+/// steps.
 pub(crate) async fn generate(
     engine: &Engine,
     ctx: &Arc<JobContext>,
-    inputs: Inputs<'_>,
-    req: Request,
-    fields: &FieldNames,
+    call: &Call,
 ) -> Result<Generated, JobError> {
-    let Inputs {
-        model_name,
-        variant,
-        image: image_bytes,
-        mask: mask_bytes,
-    } = inputs;
-    let err = |e: PipelineError| pipeline_error(e, fields);
+    let image_bytes = fetch(&engine.http, &call.image_url, "image_url");
+    let (image_bytes, mask_bytes) = match &call.mask_url {
+        Some(m) => {
+            let (i, m) = tokio::try_join!(image_bytes, fetch(&engine.http, m, "mask_url"))?;
+            (i, Some(m))
+        }
+        None => (image_bytes.await?, None),
+    };
+    let err = |e: PipelineError| JobError::from(call.failure(e));
     let image = decode(&image_bytes, "image_url").map_err(err)?;
     let mask = mask_bytes
         .map(|m| decode(&m, "mask_url"))
@@ -214,7 +175,8 @@ pub(crate) async fn generate(
         .map_err(err)?;
 
     // One job at a time on the device; the model stays loaded for the next request.
-    let key = format!("{model_name}\u{0}{}", variant.unwrap_or(""));
+    let key = call.model_key();
+    let model_name = call.model_name.as_str();
     let mut loaded = engine.loaded.lock().await;
     let pipe = match loaded.as_ref() {
         Some((name, pipe)) if *name == key => pipe.clone(),
@@ -222,7 +184,7 @@ pub(crate) async fn generate(
             *loaded = None;
             ctx.info(format!("loading {model_name}"));
             let location = RepoLocation::parse(model_name)
-                .map_err(|e| field_error("model_name", e.to_string(), "value_error"))?;
+                .map_err(|e| field_error("model_name", e.to_string()))?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
             let forward = {
                 let ctx = ctx.clone();
@@ -240,7 +202,7 @@ pub(crate) async fn generate(
             .map_err(|e| err(e.into()))?;
             let options = LoadOptions {
                 precision: engine.precision,
-                variant: variant.map(str::to_owned),
+                variant: call.variant.clone(),
             };
             let device = engine.device.clone();
             let handle = tokio::runtime::Handle::current();
@@ -262,8 +224,9 @@ pub(crate) async fn generate(
         }
     };
 
-    ctx.info(format!("seed {}", req.seed));
+    ctx.info(format!("seed {}", call.request.seed));
     let job = ctx.clone();
+    let req = call.request.clone();
     let handle = tokio::runtime::Handle::current();
     let out = tokio::task::spawn_blocking(move || {
         handle.block_on(async move {
@@ -296,8 +259,8 @@ pub(crate) async fn store_images(
 ) -> Result<Vec<Image>, JobError> {
     let mut images = Vec::with_capacity(out.images.len());
     for img in &out.images {
-        let bytes = encode(img, format).map_err(|e| pipeline_error(e, &FieldNames::default()))?;
-        let file_name = output_name(format.extension());
+        let bytes = encode(img, format).map_err(|e| JobError::internal(e.to_string()))?;
+        let file_name = output_file_name(format);
         let size = bytes.len() as u64;
         let url = ctx
             .save_output(&file_name, format.content_type(), bytes)
@@ -314,41 +277,22 @@ pub(crate) async fn store_images(
     Ok(images)
 }
 
-async fn run(engine: Arc<Engine>, input: Value, ctx: JobContext) -> Result<Value, JobError> {
-    let input = InpaintInput::from_json(&input).map_err(JobError::validation)?;
-    let (image_bytes, mask_bytes) = tokio::try_join!(
-        fetch(&engine.http, &input.image_url, "image_url"),
-        fetch(&engine.http, &input.mask_url, "mask_url"),
-    )?;
+/// Runs one call of an endpoint the engine serves (`Call::parse` refuses the others).
+pub(crate) async fn run_call(
+    engine: Arc<Engine>,
+    endpoint_id: String,
+    input: Value,
+    ctx: JobContext,
+) -> Result<Value, JobError> {
+    let call = Call::parse(&endpoint_id, &input)?;
     let ctx = Arc::new(ctx);
-    let seed = input.seed.unwrap_or_else(random_seed);
-    let mut req = Request::new(input.prompt.clone(), seed);
-    // fal's schema default is "", which is encoded like any prompt.
-    req.negative_prompt = Some(input.negative_prompt.clone());
-    req.num_inference_steps = input.num_inference_steps as usize;
-    req.guidance_scale = input.guidance_scale as f32;
-    let inputs = Inputs {
-        model_name: &input.model_name,
-        variant: None,
-        image: image_bytes,
-        mask: Some(mask_bytes),
-    };
-    let out = generate(&engine, &ctx, inputs, req, &FieldNames::default()).await?;
-    let mut images = store_images(&ctx, &out, OutputFormat::Png).await?;
-    let image = images
-        .drain(..)
-        .next()
-        .ok_or_else(|| JobError::internal("the pipeline made no image"))?;
-    serde_json::to_value(InpaintOutput { image, seed }).map_err(|e| {
-        JobError::with_status(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Value::String(e.to_string()),
-        )
-    })
+    let out = generate(&engine, &ctx, &call).await?;
+    let images = store_images(&ctx, &out, call.format).await?;
+    Ok(call.output(images)?)
 }
 
 impl Endpoint for Inpaint {
     fn run(&self, input: Value, ctx: JobContext) -> BoxFuture<'static, Result<Value, JobError>> {
-        run(self.engine.clone(), input, ctx).boxed()
+        run_call(self.engine.clone(), ENDPOINT_ID.to_owned(), input, ctx).boxed()
     }
 }

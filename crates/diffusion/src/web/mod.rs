@@ -1,0 +1,445 @@
+//! The engine in a browser: a WebGPU device, and weights streamed from `fetch` (or from the
+//! model cache, [`cache`]) straight into it, one tensor at a time (a file is never held whole in
+//! wasm memory).
+
+pub mod cache;
+mod js;
+
+use std::rc::Rc;
+
+use burn::tensor::Device;
+use js_sys::Uint8Array;
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::weights::WeightsError;
+use crate::weights::repo::RepoLocation;
+use crate::weights::safetensors::{SafetensorsStream, TensorBytes};
+use crate::weights::source::RepoSource;
+use crate::weights::store::{Precision, Weights};
+use cache::Cache;
+use js::{call, call_async, describe, get, get_opt, object};
+
+fn network(url: &str, e: &JsValue) -> WeightsError {
+    WeightsError::Network {
+        url: url.to_owned(),
+        message: describe(e),
+    }
+}
+
+/// What the engine must know of the WebGPU device Burn opened: whether it computes in f16, and
+/// the largest buffer it can bind (a tensor larger than that cannot be used on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuLimits {
+    pub shader_f16: bool,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+}
+
+thread_local! {
+    /// Burn registers one runtime per adapter: the device is initialised once per page (or
+    /// worker) and handed out again after that.
+    static WEBGPU: std::cell::RefCell<Option<(Device, GpuLimits)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Burn on the browser's WebGPU adapter, initialised on the first call and shared after it,
+/// with the device's limits.
+pub async fn webgpu() -> Result<(Device, GpuLimits), WeightsError> {
+    if let Some(known) = WEBGPU.with(|d| d.borrow().clone()) {
+        return Ok(known);
+    }
+    let (device, setup) = Device::wgpu_options()
+        .init_with_setup_async()
+        .await
+        .map_err(|e| WeightsError::Config(format!("WebGPU is not available: {e}")))?;
+    let limits = setup.device.limits();
+    let limits = GpuLimits {
+        shader_f16: setup
+            .device
+            .features()
+            .contains(burn::tensor::wgpu::wgpu::Features::SHADER_F16),
+        max_buffer_size: limits.max_buffer_size,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+    };
+    WEBGPU.with(|d| *d.borrow_mut() = Some((device.clone(), limits)));
+    Ok((device, limits))
+}
+
+/// Burn on the browser's WebGPU adapter ([`webgpu`] without the limits).
+pub async fn webgpu_device() -> Result<Device, WeightsError> {
+    webgpu().await.map(|(device, _)| device)
+}
+
+/// What a [`UrlRepo`] reports as it reads a repository's files (`file` is the path in the
+/// repository).
+#[derive(Debug, Clone, Copy)]
+pub enum Fetch<'a> {
+    /// A download starts; `from` bytes of it are already cached (a resumed download).
+    Download {
+        file: &'a str,
+        total: Option<u64>,
+        from: u64,
+    },
+    Progress {
+        file: &'a str,
+        done: u64,
+        total: Option<u64>,
+    },
+    Downloaded {
+        file: &'a str,
+        bytes: u64,
+    },
+    /// The download broke off after `done` bytes; it is tried again from there.
+    Retry {
+        file: &'a str,
+        done: u64,
+        error: &'a str,
+    },
+    /// Read from the model cache, without the network.
+    Cached {
+        file: &'a str,
+        bytes: u64,
+    },
+}
+
+/// Where a [`UrlRepo`] reports its [`Fetch`] events.
+pub type Observer = Rc<dyn Fn(Fetch<'_>)>;
+
+/// `fetch(url)` (with a `Range` header when given), answered whatever its status.
+async fn fetch_response(url: &str, range: Option<&str>) -> Result<JsValue, WeightsError> {
+    let global = js_sys::global();
+    let init = match range {
+        Some(range) => object(&[("headers", object(&[("Range", JsValue::from_str(range))]))]),
+        None => JsValue::UNDEFINED,
+    };
+    call_async(&global, "fetch", &[&JsValue::from_str(url), &init])
+        .await
+        .map_err(|e| network(url, &e))
+}
+
+fn status(response: &JsValue) -> u16 {
+    get(response, "status")
+        .ok()
+        .and_then(|s| s.as_f64())
+        .unwrap_or(0.0) as u16
+}
+
+/// The `Content-Length` of a response, if it has one.
+fn content_length(response: &JsValue) -> Option<u64> {
+    let headers = get_opt(response, "headers")?;
+    call(&headers, "get", &[&JsValue::from_str("content-length")])
+        .ok()?
+        .as_string()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `fetch(url)`'s response; `None` for a 404 (the file does not exist), an error naming the URL
+/// for any other status outside 2xx.
+async fn fetch_found(url: &str) -> Result<Option<JsValue>, WeightsError> {
+    let response = fetch_response(url, None).await?;
+    match status(&response) {
+        404 => Ok(None),
+        200..=299 => Ok(Some(response)),
+        other => Err(WeightsError::Network {
+            url: url.to_owned(),
+            message: format!("the server answered {other}"),
+        }),
+    }
+}
+
+/// `fetch(url)`'s response, or an error naming the URL unless the status is 2xx.
+async fn fetch_ok(url: &str) -> Result<JsValue, WeightsError> {
+    fetch_found(url)
+        .await?
+        .ok_or_else(|| WeightsError::Network {
+            url: url.to_owned(),
+            message: "the server answered 404".into(),
+        })
+}
+
+/// A response body's reader, chunk by chunk.
+struct BodyReader {
+    url: String,
+    reader: JsValue,
+}
+
+impl BodyReader {
+    fn new(url: &str, response: &JsValue) -> Result<Self, WeightsError> {
+        let body = get(response, "body").map_err(|e| network(url, &e))?;
+        let reader = call(&body, "getReader", &[]).map_err(|e| network(url, &e))?;
+        Ok(BodyReader {
+            url: url.to_owned(),
+            reader,
+        })
+    }
+
+    /// The next chunk as the `Uint8Array` the stream gave, `None` at the end.
+    async fn next_js(&mut self) -> Result<Option<JsValue>, WeightsError> {
+        let chunk = call_async(&self.reader, "read", &[])
+            .await
+            .map_err(|e| network(&self.url, &e))?;
+        if get(&chunk, "done")
+            .ok()
+            .and_then(|d| d.as_bool())
+            .unwrap_or(true)
+        {
+            return Ok(None);
+        }
+        get(&chunk, "value")
+            .map(Some)
+            .map_err(|e| network(&self.url, &e))
+    }
+
+    /// The next chunk copied into wasm memory.
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, WeightsError> {
+        Ok(self.next_js().await?.map(|v| {
+            v.dyn_into::<Uint8Array>()
+                .map(|a| a.to_vec())
+                .unwrap_or_default()
+        }))
+    }
+}
+
+/// `fetch(url)`, then its body read chunk by chunk into `weights`.
+pub async fn fetch_safetensors(url: &str, weights: &mut Weights) -> Result<(), WeightsError> {
+    read_safetensors_body(url, &fetch_ok(url).await?, weights).await
+}
+
+/// A response's body read chunk by chunk into `weights`: a tensor goes to the device as soon as
+/// its last byte arrives, so the file is never held whole.
+async fn read_safetensors_body(
+    url: &str,
+    response: &JsValue,
+    weights: &mut Weights,
+) -> Result<(), WeightsError> {
+    let mut body = BodyReader::new(url, response)?;
+    let mut stream = SafetensorsStream::new(url);
+    while let Some(bytes) = body.next().await? {
+        stream.feed(&bytes, &mut |t| weights.insert(t, url))?;
+    }
+    stream.finish()
+}
+
+/// A diffusers repository at a base URL, read with `fetch`: `{base}/{path}` — a Hugging Face
+/// `https://huggingface.co/{id}/resolve/{revision}` or any static server with that layout —
+/// through the model [`Cache`] when it is given one.
+pub struct UrlRepo {
+    base: String,
+    cache: Option<Rc<Cache>>,
+    observe: Option<Observer>,
+    /// The largest tensor the device can bind, in bytes.
+    buffer_limit: Option<u64>,
+}
+
+impl UrlRepo {
+    pub fn new(base: &str) -> Self {
+        UrlRepo {
+            base: base.trim_end_matches('/').to_owned(),
+            cache: None,
+            observe: None,
+            buffer_limit: None,
+        }
+    }
+
+    /// The repository a `model_name` names, as the server reads it but over `fetch`: a Hugging
+    /// Face id `owner/name[@revision]` resolves at `{hub_url}/{id}/resolve/{revision}` (the hub's
+    /// layout, https://huggingface.co or any server laid out like it), an http(s) URL is the
+    /// repository's base. A directory is an error: a page cannot read the server's disk.
+    pub fn for_model(model_name: &str, hub_url: &str) -> Result<Self, WeightsError> {
+        match RepoLocation::parse(model_name)? {
+            RepoLocation::Hub { id, revision } => Ok(UrlRepo::new(&format!(
+                "{}/{id}/resolve/{revision}",
+                hub_url.trim_end_matches('/')
+            ))),
+            RepoLocation::Url(base) => Ok(UrlRepo::new(&base)),
+            RepoLocation::Dir(dir) => Err(WeightsError::Config(format!(
+                "model {model_name:?} is a directory ({}), which a browser cannot read: use a Hugging Face id or the URL of the model's folder",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// Reads (and first downloads) every file through `cache`.
+    pub fn cached(mut self, cache: Rc<Cache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Reports downloads, their progress and cache hits to `observe`.
+    pub fn observed(mut self, observe: Observer) -> Self {
+        self.observe = Some(observe);
+        self
+    }
+
+    /// Refuses, with an error naming it, a tensor larger than `bytes` in the precision it is
+    /// loaded in (the device's largest storage buffer binding), before it reaches the device —
+    /// instead of a failed allocation there.
+    pub fn buffer_limit(mut self, bytes: u64) -> Self {
+        self.buffer_limit = Some(bytes);
+        self
+    }
+
+    /// Stores a tensor, after checking it against [`UrlRepo::buffer_limit`].
+    fn insert(&self, weights: &mut Weights, t: TensorBytes, url: &str) -> Result<(), WeightsError> {
+        let element: u64 = match weights.precision() {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        };
+        let bytes = t.info.numel() as u64 * element;
+        if let Some(limit) = self.buffer_limit.filter(|&l| bytes > l) {
+            return Err(WeightsError::Config(format!(
+                "{url}: tensor {:?} {:?} needs {:.1} MB in one GPU buffer and this device binds at most {:.1} MB: the model cannot run on this GPU{}",
+                t.info.name,
+                t.info.shape,
+                bytes as f64 / 1e6,
+                limit as f64 / 1e6,
+                if element == 4 {
+                    " in f32 (one with shader-f16 needs half)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        weights.insert(t, url)
+    }
+
+    /// The base every file is read under.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.base)
+    }
+
+    fn observe(&self, event: Fetch<'_>) {
+        if let Some(observe) = &self.observe {
+            observe(event);
+        }
+    }
+
+    /// `rel` from the cache (downloaded into it first if needed) and fed to `on_chunk`; `false`
+    /// if the repository has no such file.
+    async fn read_cached(
+        &self,
+        cache: &Cache,
+        rel: &str,
+        on_chunk: &mut dyn FnMut(&[u8]) -> Result<(), WeightsError>,
+    ) -> Result<bool, WeightsError> {
+        let url = self.url(rel);
+        let observe = |e: Fetch<'_>| self.observe(e);
+        let Some(file) = cache.get(&url, rel, &observe).await? else {
+            return Ok(false);
+        };
+        match cache.read(&file, on_chunk).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // A corrupt or unreadable copy is forgotten: the next load downloads it again.
+                cache.remove(&url).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl RepoSource for UrlRepo {
+    async fn text(&self, rel: &str) -> Result<Option<String>, WeightsError> {
+        let url = self.url(rel);
+        let bytes = match &self.cache {
+            Some(cache) => {
+                let mut bytes = Vec::new();
+                let found = self
+                    .read_cached(cache, rel, &mut |chunk| {
+                        bytes.extend_from_slice(chunk);
+                        Ok(())
+                    })
+                    .await?;
+                found.then_some(bytes)
+            }
+            None => match fetch_found(&url).await? {
+                Some(response) => Some(body_bytes(&url, &response).await?),
+                None => None,
+            },
+        };
+        bytes
+            .map(|b| {
+                String::from_utf8(b)
+                    .map_err(|e| WeightsError::corrupt(&url, format!("not UTF-8: {e}")))
+            })
+            .transpose()
+    }
+
+    async fn read_safetensors(
+        &self,
+        rel: &str,
+        weights: &mut Weights,
+    ) -> Result<bool, WeightsError> {
+        let url = self.url(rel);
+        match &self.cache {
+            Some(cache) => {
+                let mut stream = SafetensorsStream::new(url.clone());
+                let found = self
+                    .read_cached(cache, rel, &mut |chunk| {
+                        stream.feed(chunk, &mut |t| self.insert(weights, t, &url))
+                    })
+                    .await?;
+                if found && let Err(e) = stream.finish() {
+                    cache.remove(&url).await;
+                    return Err(e);
+                }
+                Ok(found)
+            }
+            None => match fetch_found(&url).await? {
+                Some(response) => {
+                    self.observe(Fetch::Download {
+                        file: rel,
+                        total: content_length(&response),
+                        from: 0,
+                    });
+                    let mut body = BodyReader::new(&url, &response)?;
+                    let mut stream = SafetensorsStream::new(url.clone());
+                    while let Some(bytes) = body.next().await? {
+                        stream.feed(&bytes, &mut |t| self.insert(weights, t, &url))?;
+                    }
+                    stream.finish()?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            },
+        }
+    }
+}
+
+/// A component's weights from `{base}/{component}/…safetensors` on `device`.
+pub async fn fetch_weights(
+    base: &str,
+    file: &str,
+    device: &Device,
+    precision: Precision,
+) -> Result<Weights, WeightsError> {
+    let url = format!("{}/{file}", base.trim_end_matches('/'));
+    let mut w = Weights::new(device, precision, url.clone());
+    fetch_safetensors(&url, &mut w).await?;
+    Ok(w)
+}
+
+/// A whole small file (configs, reference tensors, input images).
+pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, WeightsError> {
+    body_bytes(url, &fetch_ok(url).await?).await
+}
+
+/// A response's whole body.
+async fn body_bytes(url: &str, response: &JsValue) -> Result<Vec<u8>, WeightsError> {
+    let buffer = call_async(response, "arrayBuffer", &[])
+        .await
+        .map_err(|e| network(url, &e))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// A text file (configs).
+pub async fn fetch_text(url: &str) -> Result<String, WeightsError> {
+    String::from_utf8(fetch_bytes(url).await?)
+        .map_err(|e| WeightsError::corrupt(url, format!("not UTF-8: {e}")))
+}

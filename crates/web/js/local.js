@@ -1,0 +1,297 @@
+// @fresco/client's local mode: `fal.config({ local: … })` routes the endpoints the engine serves
+// to a dedicated Web Worker (engine-worker.js) that runs them on this device's GPU through WebGPU.
+// index.js imports this file only when a call goes local, so a page that never does downloads
+// none of it (nor the engine's wasm, which the worker loads on its first call).
+//
+// The calls keep the remote API's shapes: `submit` answers an IN_QUEUE status, `status` and
+// `onQueueUpdate` see IN_QUEUE → IN_PROGRESS (with the logs: loading, a line per step) →
+// COMPLETED, `result` is `{data, requestId}` with each image's `url` a `blob:` URL of this page,
+// failures are the same `ApiError`/`ValidationError` with fal's bodies. Updates are pushed by the
+// worker as they happen, so polling and streaming subscriptions both see every one.
+
+const DEFAULT_HUB_URL = "https://huggingface.co";
+
+const newRequestId = () =>
+  globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(16)}-${Math.random().toString(16).slice(2)}`;
+
+/**
+ * The local client: `{queue, run, subscribe}` for the routed endpoints.
+ * `options`: `{hubUrl?, workerUrl?}`; `errors`: index.js's `{ApiError, ValidationError}` (the
+ * same classes, so `instanceof` works whichever way a call ran).
+ */
+export function createLocalClient(options, { ApiError, ValidationError }) {
+  const hubUrl = (options.hubUrl ?? DEFAULT_HUB_URL).replace(/\/+$/, "");
+  const requests = new Map();
+  let worker;
+
+  function startWorker() {
+    if (worker) return worker;
+    if (typeof Worker === "undefined") {
+      throw new ApiError({
+        message: "the local mode needs Web Workers and WebGPU (a browser); this environment has no Worker",
+        status: 500,
+        body: { detail: "Web Workers are not available here" },
+      });
+    }
+    // Written out literally, so that bundlers (Vite, webpack) see the worker and ship it.
+    worker = options.workerUrl
+      ? new Worker(options.workerUrl, { type: "module", name: "fresco-engine" })
+      : new Worker(new URL("./engine-worker.js", import.meta.url), { type: "module", name: "fresco-engine" });
+    worker.onmessage = ({ data }) => receive(data);
+    worker.onerror = (event) => {
+      event.preventDefault?.();
+      lose(`the local engine's worker failed to start or crashed: ${event.message ?? "unknown error"}`);
+    };
+    return worker;
+  }
+
+  // Every call the worker held fails, and the next call starts a new worker (and a new device).
+  function lose(message) {
+    worker?.terminate();
+    worker = undefined;
+    for (const request of requests.values()) {
+      if (!request.settled) settle(request, { status: 500, message, body: JSON.stringify({ detail: message }) });
+    }
+  }
+
+  const urls = (endpointId, requestId) => {
+    const base = `local:${endpointId}/requests/${requestId}`;
+    return { response_url: base, status_url: `${base}/status`, cancel_url: `${base}/cancel` };
+  };
+
+  function snapshot(request, withLogs) {
+    const status = { status: request.status, request_id: request.id, ...urls(request.endpointId, request.id) };
+    if (request.status === "IN_QUEUE") status.queue_position = request.position;
+    else status.logs = withLogs ? [...request.logs] : null;
+    // fresco: the model download's progress, `{file, loaded, total}` (bytes), while it runs.
+    if (request.status === "IN_PROGRESS" && request.progress) status.progress = { ...request.progress };
+    if (request.status === "COMPLETED") {
+      status.metrics = { inference_time: request.inferenceTime ?? null };
+      if (request.error) {
+        status.error = request.error.message;
+        if (request.error.error_type) status.error_type = request.error.error_type;
+      }
+    }
+    return status;
+  }
+
+  function notify(request) {
+    for (const listener of request.listeners) listener();
+  }
+
+  function settle(request, error, data) {
+    request.settled = true;
+    request.status = "COMPLETED";
+    request.inferenceTime = request.startedAt ? (performance.now() - request.startedAt) / 1000 : null;
+    if (error) {
+      request.error = error;
+      let body;
+      try {
+        body = JSON.parse(error.body);
+      } catch {
+        body = { detail: error.message };
+      }
+      const Class = error.status === 422 ? ValidationError : ApiError;
+      request.reject(new Class({ message: error.message, status: error.status, body, requestId: request.id }));
+    } else {
+      request.resolve({ data, requestId: request.id });
+    }
+    notify(request);
+  }
+
+  function receive(message) {
+    const request = requests.get(message.id);
+    if (!request || request.settled) return;
+    switch (message.type) {
+      case "queued":
+        request.position = message.position;
+        break;
+      case "started":
+        request.status = "IN_PROGRESS";
+        request.startedAt = performance.now();
+        break;
+      case "progress":
+        request.progress = { file: message.file, loaded: message.loaded, total: message.total };
+        break;
+      case "log":
+        request.logs.push({ message: message.message, level: message.level, source: "USER", timestamp: message.timestamp });
+        break;
+      case "done": {
+        // The images' bytes become `blob:` URLs of this page (the output names them `local:N`).
+        const blobUrls = message.files.map((f) => URL.createObjectURL(new Blob([f.bytes], { type: f.content_type })));
+        const data = JSON.parse(message.output, (key, value) =>
+          key === "url" && typeof value === "string" && value.startsWith("local:") ? blobUrls[Number(value.slice(6))] : value,
+        );
+        return settle(request, null, data);
+      }
+      case "error":
+        settle(request, message);
+        if (message.fatal) lose(message.message);
+        return;
+    }
+    notify(request);
+  }
+
+  function find(endpointId, requestId) {
+    const request = requests.get(requestId);
+    if (!request || request.endpointId !== endpointId) {
+      throw new ApiError({ message: "Request not found", status: 404, body: { detail: `no local request ${requestId} for ${endpointId}` }, requestId });
+    }
+    return request;
+  }
+
+  const aborted = (signal) => signal.reason ?? new DOMException("This operation was aborted", "AbortError");
+
+  const queue = {
+    async submit(endpointId, { input, abortSignal } = {}) {
+      if (abortSignal?.aborted) throw aborted(abortSignal);
+      const target = startWorker();
+      const id = newRequestId();
+      const request = { id, endpointId, status: "IN_QUEUE", position: 0, logs: [], listeners: new Set(), settled: false };
+      request.result = new Promise((resolve, reject) => Object.assign(request, { resolve, reject }));
+      // Nobody may ever ask for the result of a submitted call: that is not an unhandled rejection.
+      request.result.catch(() => {});
+      requests.set(id, request);
+      target.postMessage({ type: "run", id, endpointId, input: input ?? {}, hubUrl });
+      return snapshot(request, false);
+    },
+
+    async status(endpointId, { requestId, logs = false }) {
+      return snapshot(find(endpointId, requestId), logs);
+    },
+
+    async streamStatus(endpointId, { requestId, logs = false, abortSignal }) {
+      return new LocalStatusStream(find(endpointId, requestId), (r) => snapshot(r, logs), abortSignal);
+    },
+
+    async subscribeToStatus(endpointId, { requestId, logs = false, timeout, onQueueUpdate, abortSignal }) {
+      const request = find(endpointId, requestId);
+      return new Promise((resolve, reject) => {
+        let timer;
+        const update = () => {
+          const status = snapshot(request, logs);
+          onQueueUpdate?.(status);
+          if (status.status === "COMPLETED") done(resolve, status);
+        };
+        const stop = () => {
+          queue.cancel(endpointId, { requestId }).catch(() => {});
+          done(reject, aborted(abortSignal));
+        };
+        const done = (fn, value) => {
+          request.listeners.delete(update);
+          abortSignal?.removeEventListener("abort", stop);
+          clearTimeout(timer);
+          fn(value);
+        };
+        if (abortSignal?.aborted) return stop();
+        abortSignal?.addEventListener("abort", stop);
+        if (timeout) {
+          timer = setTimeout(() => {
+            queue.cancel(endpointId, { requestId }).catch(() => {});
+            done(reject, new Error(`Client timed out waiting for the request to complete after ${timeout}ms`));
+          }, timeout);
+        }
+        request.listeners.add(update);
+        update();
+      });
+    },
+
+    async result(endpointId, { requestId, abortSignal }) {
+      const request = find(endpointId, requestId);
+      if (!abortSignal) return request.result;
+      return Promise.race([
+        request.result,
+        new Promise((_, reject) => {
+          if (abortSignal.aborted) reject(aborted(abortSignal));
+          abortSignal.addEventListener("abort", () => reject(aborted(abortSignal)), { once: true });
+        }),
+      ]);
+    },
+
+    // A call still waiting is dropped; a running one stops before its next step. Either way its
+    // result is a 400 `client_cancelled`, as the server answers.
+    async cancel(endpointId, { requestId }) {
+      const request = find(endpointId, requestId);
+      if (!request.settled) worker?.postMessage({ type: "cancel", id: requestId });
+    },
+  };
+
+  async function subscribe(endpointId, options = {}) {
+    const { request_id: requestId } = await queue.submit(endpointId, options);
+    options.onEnqueue?.(requestId);
+    await queue.subscribeToStatus(endpointId, { ...options, requestId });
+    return queue.result(endpointId, { requestId });
+  }
+
+  return {
+    queue,
+    subscribe,
+    run: (endpointId, options = {}) => subscribe(endpointId, { ...options, onQueueUpdate: undefined, onEnqueue: undefined }),
+  };
+}
+
+/** `queue.streamStatus` for a local call: `on("data")`, `done()`, `abort()`, `for await`. */
+class LocalStatusStream {
+  constructor(request, snapshot, signal) {
+    this.listeners = { data: [], error: [], done: [] };
+    this.buffer = [];
+    this.waiters = [];
+    this.finished = false;
+    this.last = undefined;
+    this.ended = new Promise((resolve) => (this.end = resolve));
+    const update = () => {
+      if (this.finished) return;
+      const status = snapshot(request);
+      this.last = status;
+      this.emit("data", status);
+      if (status.status === "COMPLETED") this.close();
+    };
+    this.stop = () => request.listeners.delete(update);
+    request.listeners.add(update);
+    signal?.addEventListener("abort", () => this.abort(), { once: true });
+    queueMicrotask(update);
+  }
+
+  on(type, listener) {
+    this.listeners[type]?.push(listener);
+  }
+
+  emit(type, value) {
+    for (const listener of this.listeners[type] ?? []) listener(value);
+    if (type === "data") {
+      const waiter = this.waiters.shift();
+      if (waiter) waiter({ value, done: false });
+      else this.buffer.push(value);
+    }
+  }
+
+  close() {
+    this.finished = true;
+    this.stop();
+    this.emit("done", this.last);
+    for (const waiter of this.waiters.splice(0)) waiter({ value: undefined, done: true });
+    this.end(this.last);
+  }
+
+  abort() {
+    if (!this.finished) this.close();
+  }
+
+  done() {
+    return this.ended;
+  }
+
+  [Symbol.asyncIterator]() {
+    return {
+      next: () => {
+        if (this.buffer.length) return Promise.resolve({ value: this.buffer.shift(), done: false });
+        if (this.finished) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => this.waiters.push(resolve));
+      },
+      return: () => {
+        this.abort();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+  }
+}

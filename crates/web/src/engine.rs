@@ -1,0 +1,428 @@
+//! The local engine: the endpoints `fresco serve` runs on its own engine (`fal-ai/inpaint`, and
+//! `fal-ai/lora/image-to-image` / `fal-ai/lora/inpaint`), run on the browser's WebGPU.
+//!
+//! It lives in a dedicated Web Worker (`js/engine-worker.js`), never on a page's main thread: a
+//! generation waits for the device between steps, and Chromium's renderer stops answering when
+//! its main thread does that. The worker runs one call at a time and hands each to [`LocalEngine::run`].
+//!
+//! A call goes the way it goes on the server — `Call::parse` (fal's schema and its 422s), the
+//! input images fetched (`http(s):`, `data:` and `blob:` URLs alike), the model loaded by
+//! `model_name` from a Hugging Face-layout hub over `fetch` and kept on the GPU for the next call
+//! with the same name, a log line per step, the cancel flag read between steps — and answers what
+//! the server answers, except that the images come back as bytes for the page to wrap in `blob:`
+//! URLs: the output's image URLs are `local:0`, `local:1`, … in the order of the files.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use fresco_diffusion::pipeline::endpoint::{Call, Failure, output_file_name};
+use fresco_diffusion::pipeline::image::{decode, encode};
+use fresco_diffusion::pipeline::load::LoadOptions;
+use fresco_diffusion::pipeline::{Pipeline, Task};
+use fresco_diffusion::web::cache::Cache;
+use fresco_diffusion::web::{Fetch, Observer, UrlRepo, fetch_bytes, webgpu};
+use fresco_protocol::endpoints::Image;
+use js_sys::{Array, Function, Object, Reflect, Uint8Array};
+use serde_json::Value;
+use wasm_bindgen::prelude::*;
+
+/// The largest input image accepted, in bytes (as on the server).
+const MAX_INPUT_BYTES: usize = 64 << 20;
+
+/// A model on the GPU and the key it was loaded under ([`Call::model_key`]).
+struct Loaded {
+    key: String,
+    pipe: Rc<Pipeline>,
+}
+
+#[derive(Default)]
+struct State {
+    loaded: RefCell<Option<Loaded>>,
+    busy: Cell<bool>,
+}
+
+/// What the worker passes in: `log(line)` for each log line, `cancelled()` asked between steps,
+/// and `progress(file, loaded, total)` as model files download.
+struct Hooks {
+    log: Function,
+    cancelled: Function,
+    progress: Function,
+}
+
+impl Hooks {
+    fn from_js(hooks: &JsValue) -> Result<Self, Failure> {
+        let get = |name: &str| {
+            Reflect::get(hooks, &JsValue::from_str(name))
+                .ok()
+                .and_then(|f| f.dyn_into::<Function>().ok())
+                .ok_or_else(|| Failure::Internal(format!("the engine's hooks lack `{name}`")))
+        };
+        Ok(Hooks {
+            log: get("log")?,
+            cancelled: get("cancelled")?,
+            progress: get("progress")?,
+        })
+    }
+
+    fn log(&self, line: &str) {
+        let _ = self.log.call1(&JsValue::NULL, &JsValue::from_str(line));
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancelled
+            .call0(&JsValue::NULL)
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
+}
+
+/// An output file: its bytes and how to name them.
+struct File {
+    bytes: Vec<u8>,
+    content_type: &'static str,
+    file_name: String,
+}
+
+/// The engine of one worker: the WebGPU device (opened on the first call) and the loaded model.
+#[wasm_bindgen]
+pub struct LocalEngine {
+    state: Rc<State>,
+}
+
+impl Default for LocalEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[wasm_bindgen]
+impl LocalEngine {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> LocalEngine {
+        install_panic_hook();
+        LocalEngine {
+            state: Rc::new(State::default()),
+        }
+    }
+
+    /// Runs one call of `endpoint_id` on `input` (JSON text whose image fields are URLs) with
+    /// models from `hub_url`. `hooks` is `{log(line), cancelled()}`.
+    ///
+    /// Resolves with `{output, files}`: `output` fal's output as JSON text, `files` its images
+    /// as `{bytes: Uint8Array, content_type, file_name}`. Rejects with `{status, body, message,
+    /// error_type}` — fal's answer for the failure (`body` as JSON text).
+    pub fn run(
+        &self,
+        endpoint_id: String,
+        input: String,
+        hub_url: String,
+        hooks: JsValue,
+    ) -> js_sys::Promise {
+        let state = self.state.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            if state.busy.replace(true) {
+                return Err(failure_js(&Failure::Internal(
+                    "the local engine runs one call at a time".into(),
+                )));
+            }
+            let outcome = async {
+                let hooks = Hooks::from_js(&hooks)?;
+                run(&state, &endpoint_id, &input, &hub_url, &hooks).await
+            }
+            .await;
+            state.busy.set(false);
+            match outcome {
+                Ok((output, files)) => outcome_js(&output, files).map_err(|e| failure_js(&e)),
+                Err(e) => Err(failure_js(&e)),
+            }
+        })
+    }
+
+    /// The loaded model's `model_name` (and variant, after a NUL), if any.
+    #[wasm_bindgen(getter, js_name = loadedModel)]
+    pub fn loaded_model(&self) -> Option<String> {
+        self.state.loaded.borrow().as_ref().map(|l| l.key.clone())
+    }
+}
+
+thread_local! {
+    /// The message of the last panic, for [`take_panic`]: a panic is a trap, which JavaScript
+    /// sees as a bare `RuntimeError: unreachable`.
+    static PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info.to_string();
+            let global = js_sys::global();
+            if let Ok(console) = Reflect::get(&global, &JsValue::from_str("console"))
+                && let Ok(error) = Reflect::get(&console, &JsValue::from_str("error"))
+                && let Ok(error) = error.dyn_into::<Function>()
+            {
+                let _ = error.call1(&console, &JsValue::from_str(&message));
+            }
+            PANIC.with(|p| *p.borrow_mut() = Some(message));
+        }));
+    });
+}
+
+/// The message of the panic that ended the last call, if one did (once).
+#[wasm_bindgen(js_name = takePanic)]
+pub fn take_panic() -> Option<String> {
+    PANIC.with(|p| p.borrow_mut().take())
+}
+
+async fn run(
+    state: &State,
+    endpoint_id: &str,
+    input: &str,
+    hub_url: &str,
+    hooks: &Hooks,
+) -> Result<(Value, Vec<File>), Failure> {
+    let input: Value = serde_json::from_str(input)
+        .map_err(|e| Failure::Internal(format!("the input is not JSON: {e}")))?;
+    let call = Call::parse(endpoint_id, &input)?;
+    let image_bytes = fetch_input(&call.image_url, "image_url").await?;
+    let mask_bytes = match &call.mask_url {
+        Some(url) => Some(fetch_input(url, "mask_url").await?),
+        None => None,
+    };
+    let err = |e| call.failure(e);
+    let image = decode(&image_bytes, "image_url").map_err(err)?;
+    let mask = mask_bytes
+        .map(|m| decode(&m, "mask_url"))
+        .transpose()
+        .map_err(err)?;
+    drop((image_bytes, input));
+
+    let pipe = pipeline(state, &call, hub_url, hooks).await?;
+    if hooks.cancelled() {
+        return Err(Failure::Cancelled);
+    }
+    hooks.log(&format!("seed {}", call.request.seed));
+    let task = match &mask {
+        Some(mask) => Task::Inpaint {
+            image: &image,
+            mask,
+        },
+        None => Task::ImageToImage { image: &image },
+    };
+    let out = pipe
+        .generate(task, &call.request, &mut |p, _| {
+            hooks.log(&format!("step {}/{}", p.step, p.total));
+            !hooks.cancelled()
+        })
+        .await
+        .map_err(err)?;
+
+    let mut images = Vec::with_capacity(out.images.len());
+    let mut files = Vec::with_capacity(out.images.len());
+    for (i, img) in out.images.iter().enumerate() {
+        let bytes = encode(img, call.format).map_err(err)?;
+        let file_name = output_file_name(call.format);
+        images.push(Image {
+            url: format!("local:{i}"),
+            content_type: Some(call.format.content_type().into()),
+            file_name: Some(file_name.clone()),
+            file_size: Some(bytes.len() as u64),
+            width: Some(out.width),
+            height: Some(out.height),
+        });
+        files.push(File {
+            bytes,
+            content_type: call.format.content_type(),
+            file_name,
+        });
+    }
+    Ok((call.output(images)?, files))
+}
+
+/// The call's model: the loaded one when the key matches, else loaded now (the previous model
+/// is dropped first, so two never share the GPU).
+async fn pipeline(
+    state: &State,
+    call: &Call,
+    hub_url: &str,
+    hooks: &Hooks,
+) -> Result<Rc<Pipeline>, Failure> {
+    let key = call.model_key();
+    if let Some(loaded) = state.loaded.borrow().as_ref()
+        && loaded.key == key
+    {
+        return Ok(loaded.pipe.clone());
+    }
+    *state.loaded.borrow_mut() = None;
+    hooks.log(&format!("loading {}", call.model_name));
+    let repo = UrlRepo::for_model(&call.model_name, hub_url)
+        .map_err(|e| Failure::field("model_name", e.to_string()))?
+        .observed(download_reporter(hooks));
+    let (device, limits) = webgpu()
+        .await
+        .map_err(|e| Failure::Internal(e.to_string()))?;
+    let repo = repo.buffer_limit(
+        limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size),
+    );
+    let repo = match Cache::open().await {
+        Some(cache) => repo.cached(Rc::new(cache)),
+        None => {
+            hooks.log("no model cache here (this browser has no origin-private file system in workers): the files are downloaded on every load");
+            repo
+        }
+    };
+    hooks.log(&format!(
+        "WebGPU: {}, largest buffer {} MB",
+        if limits.shader_f16 {
+            "f16"
+        } else {
+            "f32 (no shader-f16)"
+        },
+        limits.max_storage_buffer_binding_size >> 20
+    ));
+    let options = LoadOptions {
+        precision: None,
+        variant: call.variant.clone(),
+    };
+    let pipe = Pipeline::load(&repo, &device, &options, &mut |line| hooks.log(&line))
+        .await
+        .map_err(|e| call.failure(e))?;
+    let pipe = Rc::new(pipe);
+    *state.loaded.borrow_mut() = Some(Loaded {
+        key,
+        pipe: pipe.clone(),
+    });
+    Ok(pipe)
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Model downloads as log lines (files of 1 MB or more: the configs would drown the rest) —
+/// start, every 10 %, end, resumes, cache hits — and as `progress(file, loaded, total)` calls.
+fn download_reporter(hooks: &Hooks) -> Observer {
+    let log = hooks.log.clone();
+    let progress = hooks.progress.clone();
+    let line = move |text: String| {
+        let _ = log.call1(&JsValue::NULL, &JsValue::from_str(&text));
+    };
+    let big = |bytes: Option<u64>| bytes.is_none_or(|b| b >= 1_000_000);
+    // The tenth of the current download last reported.
+    let tenth = Cell::new(0u64);
+    Rc::new(move |event: Fetch<'_>| {
+        let report = |file: &str, done: u64, total: Option<u64>| {
+            let total = total.map_or(JsValue::NULL, |t| JsValue::from_f64(t as f64));
+            let _ = progress.call3(
+                &JsValue::NULL,
+                &JsValue::from_str(file),
+                &JsValue::from_f64(done as f64),
+                &total,
+            );
+        };
+        match event {
+            Fetch::Download { file, total, from } => {
+                report(file, from, total);
+                tenth.set(total.map_or(0, |t| from * 10 / t.max(1)));
+                if big(total) {
+                    let size = total.map_or_else(String::new, |t| format!(" ({})", megabytes(t)));
+                    if from > 0 {
+                        line(format!("resuming {file}{size} at {}", megabytes(from)));
+                    } else {
+                        line(format!("downloading {file}{size}"));
+                    }
+                }
+            }
+            Fetch::Progress { file, done, total } => {
+                report(file, done, total);
+                if let Some(t) = total.filter(|&t| t >= 1_000_000) {
+                    // A line each time another tenth has arrived.
+                    if done * 10 / t > tenth.get() && done < t {
+                        tenth.set(done * 10 / t);
+                        line(format!("downloading {file}: {}%", done * 100 / t));
+                    }
+                }
+            }
+            Fetch::Downloaded { file, bytes } => {
+                report(file, bytes, Some(bytes));
+                if big(Some(bytes)) {
+                    line(format!("downloaded {file} ({})", megabytes(bytes)));
+                }
+            }
+            Fetch::Retry { file, done, error } => {
+                line(format!(
+                    "the download of {file} broke off after {} ({error}); resuming",
+                    megabytes(done)
+                ));
+            }
+            Fetch::Cached { file, bytes } => {
+                report(file, bytes, Some(bytes));
+                if big(Some(bytes)) {
+                    line(format!("{file} from the cache ({})", megabytes(bytes)));
+                }
+            }
+        }
+    })
+}
+
+/// A URL for messages: `data:` URIs can be megabytes long.
+fn shown(url: &str) -> String {
+    if url.len() > 96 {
+        let cut = (0..=64)
+            .rev()
+            .find(|&i| url.is_char_boundary(i))
+            .unwrap_or(0);
+        format!("{}…", &url[..cut])
+    } else {
+        url.to_owned()
+    }
+}
+
+/// An input image's bytes, from any URL `fetch` reads (`http(s):`, `data:`, `blob:`).
+async fn fetch_input(url: &str, field: &str) -> Result<Vec<u8>, Failure> {
+    let bytes = fetch_bytes(url).await.map_err(|e| {
+        let message = e.to_string().replace(url, &shown(url));
+        Failure::field(field, format!("could not fetch {}: {message}", shown(url)))
+    })?;
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(Failure::field(
+            field,
+            format!("the image is over {MAX_INPUT_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn set(obj: &Object, key: &str, value: &JsValue) {
+    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
+}
+
+fn outcome_js(output: &Value, files: Vec<File>) -> Result<JsValue, Failure> {
+    let out = Object::new();
+    let text = serde_json::to_string(output).map_err(|e| Failure::Internal(e.to_string()))?;
+    set(&out, "output", &JsValue::from_str(&text));
+    let list = Array::new();
+    for file in files {
+        let f = Object::new();
+        set(&f, "bytes", &Uint8Array::from(file.bytes.as_slice()).into());
+        set(&f, "content_type", &JsValue::from_str(file.content_type));
+        set(&f, "file_name", &JsValue::from_str(&file.file_name));
+        list.push(&f);
+    }
+    set(&out, "files", &list);
+    Ok(out.into())
+}
+
+fn failure_js(f: &Failure) -> JsValue {
+    let out = Object::new();
+    set(&out, "status", &JsValue::from_f64(f64::from(f.status())));
+    set(&out, "body", &JsValue::from_str(&f.body().to_string()));
+    set(&out, "message", &JsValue::from_str(&f.message()));
+    if let Some(kind) = f.error_type() {
+        set(&out, "error_type", &JsValue::from_str(kind));
+    }
+    out.into()
+}

@@ -1,0 +1,224 @@
+// Runs in the page of local.test.mjs: @fresco/client in local mode (the engine in a Web Worker on
+// SwiftShader's WebGPU), the tiny SDXL-inpaint model read by its Hugging Face id from the hub the
+// page's `?hub=` names (the test's hub server, on another origin).
+import { fal, createFalClient, ValidationError, ApiError } from "./pkg/index.js";
+
+const MODEL = "fresco/tiny-sdxl-inpaint";
+const PROMPT = "a red fox sitting in fresh snow";
+const hubUrl = new URLSearchParams(location.search).get("hub") ?? `${location.origin}/hub`;
+
+fal.config({ local: { hubUrl } });
+
+const blobOf = async (path) => (await fetch(path)).blob();
+
+/** RGB pixels of an encoded image, decoded without colour management. */
+async function pixels(blob) {
+  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0);
+  return { width: bitmap.width, height: bitmap.height, data: ctx.getImageData(0, 0, bitmap.width, bitmap.height).data };
+}
+
+/** PSNR in dB over the RGB channels of two same-sized images (Infinity when equal). */
+function psnr(a, b) {
+  if (a.width !== b.width || a.height !== b.height) return -1;
+  let sum = 0;
+  let n = 0;
+  for (let i = 0; i < a.data.length; i += 4) {
+    for (let c = 0; c < 3; c++) {
+      const d = a.data[i + c] - b.data[i + c];
+      sum += d * d;
+      n++;
+    }
+  }
+  return sum === 0 ? Infinity : 10 * Math.log10((255 * 255) / (sum / n));
+}
+
+const errorOf = (e) => ({
+  thrown: true,
+  name: e?.name,
+  message: e?.message,
+  status: e?.status,
+  body: e?.body,
+  isApiError: e instanceof ApiError,
+  isValidationError: e instanceof ValidationError,
+});
+
+function input(overrides = {}) {
+  return {
+    model_name: MODEL,
+    prompt: PROMPT,
+    image_url: overrides.image_url,
+    mask_url: new URL("fixtures/mask32.png", location.href).href,
+    num_inference_steps: 4,
+    guidance_scale: 7.5,
+    seed: 1234,
+    ...overrides,
+  };
+}
+
+export const scenarios = {
+  /** `fal.subscribe` locally: the image as a Blob, the mask as a URL; the result against the CLI's. */
+  async subscribe() {
+    const updates = [];
+    let enqueued;
+    const t0 = performance.now();
+    const result = await fal.subscribe("fal-ai/inpaint", {
+      input: input({ image_url: await blobOf("fixtures/image32.png") }),
+      logs: true,
+      onEnqueue: (id) => (enqueued = id),
+      onQueueUpdate: (u) => updates.push(u),
+    });
+    const ms = performance.now() - t0;
+    const image = await (await fetch(result.data.image.url)).blob();
+    const native = await blobOf("native.png");
+    return {
+      ms,
+      enqueued,
+      progress: updates.filter((u) => u.progress).map((u) => u.progress),
+      requestId: result.requestId,
+      data: result.data,
+      statuses: updates.map((u) => u.status),
+      logs: updates.at(-1).logs.map((l) => l.message),
+      logShape: updates.at(-1).logs[0],
+      last: { ...updates.at(-1), logs: undefined },
+      imageType: image.type,
+      imageSize: image.size,
+      psnr: psnr(await pixels(image), await pixels(native)),
+    };
+  },
+
+  /** The same call, its failure returned instead of thrown. */
+  async attempt(overrides = {}) {
+    try {
+      const result = await fal.subscribe("fal-ai/inpaint", {
+        input: input({ image_url: new URL("fixtures/image32.png", location.href).href, ...overrides }),
+        logs: true,
+      });
+      return { thrown: false, seed: result.data.seed };
+    } catch (e) {
+      return errorOf(e);
+    }
+  },
+
+  /** Overwrites the start of the largest file in the model cache (OPFS): its header is garbage. */
+  async corruptCache() {
+    const root = await navigator.storage.getDirectory();
+    const dir = await root.getDirectoryHandle("fresco-cache");
+    let largest;
+    for await (const [name, handle] of dir.entries()) {
+      if (!name.endsWith(".bin")) continue;
+      const size = (await handle.getFile()).size;
+      if (!largest || size > largest.size) largest = { name, handle, size };
+    }
+    const writable = await largest.handle.createWritable({ keepExistingData: true });
+    await writable.write({ type: "write", position: 0, data: new Uint8Array(8).fill(0xff) });
+    await writable.close();
+    return { name: largest.name, size: largest.size };
+  },
+
+  /** `fal.queue.*` locally: submit, status, result, and the same model kept loaded. */
+  async queue() {
+    const endpoint = "fal-ai/inpaint";
+    const { request_id: requestId, status, queue_position } = await fal.queue.submit(endpoint, {
+      input: input({ image_url: new URL("fixtures/image32.png", location.href).href, seed: 99 }),
+    });
+    const first = await fal.queue.status(endpoint, { requestId, logs: true });
+    const completed = await fal.queue.subscribeToStatus(endpoint, { requestId, logs: true, mode: "streaming" });
+    const result = await fal.queue.result(endpoint, { requestId });
+    let missing;
+    try {
+      await fal.queue.status(endpoint, { requestId: "nope" });
+    } catch (e) {
+      missing = errorOf(e);
+    }
+    return {
+      submitted: { requestId, status, queue_position },
+      first: first.status,
+      completed: completed.status,
+      logs: completed.logs.map((l) => l.message),
+      seed: result.data.seed,
+      width: result.data.image.width,
+      missing,
+    };
+  },
+
+  /** An abort after the first step: the subscription rejects, the engine stops before the next. */
+  async abort() {
+    const controller = new AbortController();
+    let requestId;
+    let outcome;
+    const steps = [];
+    try {
+      await fal.subscribe("fal-ai/inpaint", {
+        input: input({ image_url: new URL("fixtures/image32.png", location.href).href, num_inference_steps: 30 }),
+        logs: true,
+        abortSignal: controller.signal,
+        onEnqueue: (id) => (requestId = id),
+        onQueueUpdate: (u) => {
+          const lines = (u.logs ?? []).map((l) => l.message).filter((m) => m.startsWith("step "));
+          steps.splice(0, steps.length, ...lines);
+          if (lines.length >= 1) controller.abort();
+        },
+      });
+      outcome = { thrown: false };
+    } catch (e) {
+      outcome = errorOf(e);
+    }
+    // The cancel reaches the worker between steps: the call ends as fal ends a cancelled one.
+    let result;
+    try {
+      await fal.queue.result("fal-ai/inpaint", { requestId });
+    } catch (e) {
+      result = errorOf(e);
+    }
+    const status = await fal.queue.status("fal-ai/inpaint", { requestId, logs: true });
+    return {
+      outcome,
+      result,
+      status: status.status,
+      error: status.error,
+      steps: status.logs.map((l) => l.message).filter((m) => m.startsWith("step ")),
+    };
+  },
+
+  /** A bad input is fal's 422, from the engine's own validation. */
+  async invalid() {
+    try {
+      await fal.subscribe("fal-ai/inpaint", { input: { model_name: MODEL, image_url: "data:,x", mask_url: "data:,y", num_inference_steps: 0 } });
+      return { thrown: false };
+    } catch (e) {
+      return errorOf(e);
+    }
+  },
+
+  /** A model that is not on the hub: a 422 on `model_name` naming what is missing. */
+  async missingModel() {
+    try {
+      await fal.run("fal-ai/inpaint", { input: input({ model_name: "nobody/nothing", image_url: new URL("fixtures/image32.png", location.href).href }) });
+      return { thrown: false };
+    } catch (e) {
+      return errorOf(e);
+    }
+  },
+
+  /** The same page, remote: a client without `local` sends the call through fresco's proxy. */
+  async remote(modelDir) {
+    const remote = createFalClient({ proxyUrl: "/api/fal/proxy" });
+    const updates = [];
+    const result = await remote.subscribe("fal-ai/inpaint", {
+      input: input({ model_name: modelDir, image_url: new URL("fixtures/image32.png", location.href).href }),
+      logs: true,
+      pollInterval: 50,
+      onQueueUpdate: (u) => updates.push(u),
+    });
+    const image = await (await fetch(result.data.image.url)).blob();
+    const native = await blobOf("native.png");
+    return {
+      url: result.data.image.url,
+      logs: updates.at(-1).logs.map((l) => l.message),
+      psnr: psnr(await pixels(image), await pixels(native)),
+    };
+  },
+};
