@@ -239,9 +239,11 @@ async function inpaint() {
         const logs = u.logs ?? [];
         logEl.textContent = logs.map((l) => l.message).join("\n");
         logEl.scrollTop = logEl.scrollHeight;
-        if (u.progress) {
+        // The weight files' downloads (configs and tokenizers are too small to show).
+        if (u.progress && (u.progress.total ?? u.progress.loaded) >= 1e6) {
           const { file, loaded, total } = u.progress;
-          show("download-bar", "download-label", loaded, total ?? loaded, `${file.split("/")[0]} ${(loaded / 1e6).toFixed(1)}${total ? ` / ${(total / 1e6).toFixed(1)}` : ""} MB`);
+          const mb = (n) => (n / 1e6).toFixed(1);
+          show("download-bar", "download-label", loaded, total ?? loaded, `${file.split("/")[0]} ${mb(loaded)}${total ? `/${mb(total)}` : ""} MB`);
         }
         const step = logs.map((l) => /^step (\d+)\/(\d+)$/.exec(l.message)).filter(Boolean).at(-1);
         if (step) {
