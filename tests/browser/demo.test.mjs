@@ -1,7 +1,8 @@
 // The demo site (www/, assembled by `cargo xtask` with the package and the tiny model's hub into
 // FRESCO_SITE) driven as a person would in headless Chromium with WebGPU: open an image, paint a
-// mask, try the eraser, invert and clear, prompt, run on this device, then on the server. Saves
-// screenshots into FRESCO_SCREENSHOTS (default: a temporary directory).
+// mask, try the eraser, invert and clear, prompt, run on this device (again with a scheduler),
+// then on the server; and the page as a browser without WebGPU sees it. Saves screenshots into
+// FRESCO_SCREENSHOTS (default: a temporary directory).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -118,6 +119,15 @@ test("demo: a person opens an image, paints, and inpaints on this device and on 
   assert.match(await page.textContent("#status"), /^done in [\d.]+ s \(seed 42\)$/);
   await page.screenshot({ path: join(shots, "demo-local.png") });
 
+  // Again with a scheduler (the page then calls fal-ai/lora/inpaint), the model still loaded.
+  await page.selectOption("#scheduler", "Euler A");
+  await page.fill("#seed", "43");
+  await page.click("#run");
+  await page.waitForFunction(() => document.getElementById("result-info").textContent.startsWith("seed 43"), null, { timeout: 600_000 });
+  assert.doesNotMatch(await page.textContent("#log"), /loading the UNet/);
+  await page.selectOption("#scheduler", "");
+  await page.fill("#seed", "42");
+
   // On the server, from the same page.
   await page.check('input[value="remote"]');
   await page.click("#run");
@@ -127,4 +137,18 @@ test("demo: a person opens an image, paints, and inpaints on this device and on 
   await page.screenshot({ path: join(shots, "demo-remote.png") });
   console.log(`screenshots in ${shots}`);
   assert.deepEqual(pageErrors, []);
+});
+
+test("demo: a browser without WebGPU is told so, and the server is chosen for it", async () => {
+  const context = await browser.newContext();
+  // As in a browser that has no WebGPU at all.
+  await context.addInitScript(() => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }));
+  const bare = await context.newPage();
+  await bare.goto(page.url());
+  await bare.waitForFunction(() => window.fresco?.ready, null, { timeout: 30000 });
+  assert.equal(await bare.locator("#gpu-note").isVisible(), true);
+  assert.match(await bare.textContent("#gpu-note"), /This device cannot run the model: this browser has no WebGPU/);
+  assert.equal(await bare.locator('input[value="local"]').isDisabled(), true);
+  assert.equal(await bare.locator('input[value="remote"]').isChecked(), true);
+  await context.close();
 });

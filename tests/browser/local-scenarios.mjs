@@ -121,8 +121,14 @@ export const scenarios = {
   /** `fal.queue.*` locally: submit, status, result, and the same model kept loaded. */
   async queue() {
     const endpoint = "fal-ai/inpaint";
+    // The mask as a data: URI this time.
+    const mask = await new Promise((resolve) => {
+      const reader = new FileReader();
+      blobOf("fixtures/mask32.png").then((b) => reader.readAsDataURL(b));
+      reader.onload = () => resolve(reader.result);
+    });
     const { request_id: requestId, status, queue_position } = await fal.queue.submit(endpoint, {
-      input: input({ image_url: new URL("fixtures/image32.png", location.href).href, seed: 99 }),
+      input: input({ image_url: new URL("fixtures/image32.png", location.href).href, mask_url: mask, seed: 99 }),
     });
     const first = await fal.queue.status(endpoint, { requestId, logs: true });
     const completed = await fal.queue.subscribeToStatus(endpoint, { requestId, logs: true, mode: "streaming" });
@@ -201,6 +207,28 @@ export const scenarios = {
     } catch (e) {
       return errorOf(e);
     }
+  },
+
+  /** `fal-ai/lora/inpaint` locally, with a scheduler and JPEG output (the model stays loaded). */
+  async lora() {
+    const result = await fal.subscribe("fal-ai/lora/inpaint", {
+      input: {
+        ...input({ image_url: await blobOf("fixtures/image32.png"), seed: 7 }),
+        scheduler: "DDIM",
+        noise_strength: 1,
+        image_format: "jpeg",
+        num_images: 2,
+      },
+    });
+    const bytes = new Uint8Array(await (await fetch(result.data.images[1].url)).arrayBuffer());
+    return { data: result.data, head: [...bytes.slice(0, 3)] };
+  },
+
+  /** One client with both: the local endpoints run here, every other one goes to the proxy. */
+  async mixed() {
+    const both = createFalClient({ proxyUrl: "/api/fal/proxy", local: { hubUrl, endpoints: ["fal-ai/inpaint"] } });
+    const echo = await both.subscribe("fresco/echo", { input: { hello: "remote" } });
+    return { echo: echo.data };
   },
 
   /** The same page, remote: a client without `local` sends the call through fresco's proxy. */

@@ -131,6 +131,27 @@ test("local: fal.queue.* and the model kept on the GPU between calls", { timeout
   assert.ok(r.missing.isApiError);
 });
 
+test("local: fal-ai/lora/inpaint with a scheduler, two images, JPEG", { timeout: 600_000 }, async () => {
+  const before = hub.seen.length;
+  const r = await run("lora");
+  assert.equal(r.data.seed, 7);
+  assert.equal(r.data.images.length, 2);
+  assert.deepEqual(r.data.has_nsfw_concepts, [false, false]);
+  for (const image of r.data.images) {
+    assert.match(image.url, /^blob:/);
+    assert.equal(image.content_type, "image/jpeg");
+    assert.match(image.file_name, /^[0-9a-f]{12}\.jpg$/);
+  }
+  assert.notEqual(r.data.images[0].url, r.data.images[1].url);
+  assert.deepEqual(r.head, [0xff, 0xd8, 0xff], "a JPEG");
+  assert.equal(hub.seen.length, before, "the model stayed loaded");
+});
+
+test("local: endpoints not listed in `local` still go to the proxy", async () => {
+  const r = await run("mixed");
+  assert.deepEqual(r.echo.hello, "remote");
+});
+
 test("local: an abort stops the engine between steps", { timeout: 600_000 }, async () => {
   const r = await run("abort");
   assert.equal(r.outcome.name, "AbortError", JSON.stringify(r.outcome));

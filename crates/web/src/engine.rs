@@ -283,9 +283,11 @@ async fn pipeline(
         },
         limits.max_storage_buffer_binding_size >> 20
     ));
+    // fp16 files where the repository has them (half the download; f32 devices widen them),
+    // unless the call names a variant.
     let options = LoadOptions {
         precision: None,
-        variant: call.variant.clone(),
+        variant: Some(call.variant.clone().unwrap_or_else(|| "fp16".into())),
     };
     let pipe = Pipeline::load(&repo, &device, &options, &mut |line| hooks.log(&line))
         .await
