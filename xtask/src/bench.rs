@@ -576,7 +576,7 @@ pub fn browser(ctx: &Ctx, steps: usize, mid_size: u32) -> Result {
         ));
     }
     println!(
-        "\nA local inpainting's phases, {steps} steps, f32, seconds (one run each; the CPU is shared by both):\n"
+        "\nA local inpainting's phases, {steps} steps, f32, seconds (one run each; both adapters are CPU implementations on this machine):\n"
     );
     println!(
         "| model | where | size | load | first step (compiles kernels) | step | first step again |"
