@@ -442,11 +442,7 @@ fn load(device_name: &str, out: &str) -> Result<(), Box<dyn std::error::Error>> 
 const BENCH_PROMPT: &str = "a red fox sitting in fresh snow, photo";
 
 fn pipeline(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    use fresco_diffusion::pipeline::image::decode;
-    use fresco_diffusion::pipeline::load::LoadOptions;
-    use fresco_diffusion::pipeline::{Pipeline, Request, Task};
-    use fresco_diffusion::weights::hub::{HubOptions, RepoFiles, StderrProgress};
-    use fresco_diffusion::weights::repo::RepoLocation;
+    use fresco_diffusion::pipeline::{Request, Task};
 
     let model = arg(args, "--model").ok_or("--model DIR")?;
     let device_name = arg(args, "--device").unwrap_or_else(|| "cpu".into());
@@ -458,22 +454,10 @@ fn pipeline(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     let steps: usize = arg(args, "--steps").map_or(Ok(10), |r| r.parse())?;
     let runs: usize = arg(args, "--runs").map_or(Ok(2), |r| r.parse())?;
-    let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pipelines");
-    let image = decode(&std::fs::read(fixtures.join("image32.png"))?, "image")?;
-    let mask = decode(&std::fs::read(fixtures.join("mask32.png"))?, "mask")?;
+    let (image, mask) = bench_inputs()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let files = RepoFiles::new(
-            RepoLocation::parse(&model)?,
-            HubOptions::from_env(),
-            Box::new(StderrProgress::default()),
-        )?;
-        let options = LoadOptions {
-            precision: Some(Precision::F32),
-            variant: None,
-        };
-        let pipe = Pipeline::load(&files, &device, &options, &mut |_| {}).await?;
+        let pipe = load_f32(&model, &device).await?;
         for size in sizes {
             let mut req = Request::new(BENCH_PROMPT, 0);
             req.num_inference_steps = steps;
@@ -638,11 +622,7 @@ fn gflops(m: usize, k: usize, n: usize, mut run: impl FnMut()) -> f64 {
 
 /// `phases`: load, first step, median step, warm first step (see the module's docs).
 fn phases(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    use fresco_diffusion::pipeline::image::decode;
-    use fresco_diffusion::pipeline::load::LoadOptions;
-    use fresco_diffusion::pipeline::{Pipeline, Request, Task};
-    use fresco_diffusion::weights::hub::{HubOptions, RepoFiles, StderrProgress};
-    use fresco_diffusion::weights::repo::RepoLocation;
+    use fresco_diffusion::pipeline::{Request, Task};
 
     let model = arg(args, "--model").ok_or("--model DIR")?;
     let device_name = arg(args, "--device").unwrap_or_else(|| "wgpu".into());
@@ -650,23 +630,11 @@ fn phases(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     // Default: the model's own (its UNet's sample size × 8), as fal-ai/inpaint runs it.
     let size: Option<u32> = arg(args, "--size").map(|r| r.parse()).transpose()?;
     let steps: usize = arg(args, "--steps").map_or(Ok(4), |r| r.parse())?;
-    let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pipelines");
-    let image = decode(&std::fs::read(fixtures.join("image32.png"))?, "image")?;
-    let mask = decode(&std::fs::read(fixtures.join("mask32.png"))?, "mask")?;
+    let (image, mask) = bench_inputs()?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let files = RepoFiles::new(
-            RepoLocation::parse(&model)?,
-            HubOptions::from_env(),
-            Box::new(StderrProgress::default()),
-        )?;
-        let options = LoadOptions {
-            precision: Some(Precision::F32),
-            variant: None,
-        };
         let t = Instant::now();
-        let pipe = Pipeline::load(&files, &device, &options, &mut |_| {}).await?;
+        let pipe = load_f32(&model, &device).await?;
         let load = t.elapsed().as_secs_f64();
         let mut req = Request::new(BENCH_PROMPT, 0);
         req.num_inference_steps = steps;
@@ -700,4 +668,37 @@ fn phases(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         );
         Ok(())
     })
+}
+
+/// The inpainting inputs the pipeline benchmarks use (tests/fixtures/pipelines).
+fn bench_inputs() -> Result<(image::DynamicImage, image::DynamicImage), Box<dyn std::error::Error>>
+{
+    use fresco_diffusion::pipeline::image::decode;
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pipelines");
+    let image = decode(&std::fs::read(fixtures.join("image32.png"))?, "image")?;
+    let mask = decode(&std::fs::read(fixtures.join("mask32.png"))?, "mask")?;
+    Ok((image, mask))
+}
+
+/// A model (a diffusers folder, a hub id or a URL) loaded in f32 on `device`.
+async fn load_f32(
+    model: &str,
+    device: &Device,
+) -> Result<fresco_diffusion::pipeline::Pipeline, Box<dyn std::error::Error>> {
+    use fresco_diffusion::pipeline::Pipeline;
+    use fresco_diffusion::pipeline::load::LoadOptions;
+    use fresco_diffusion::weights::hub::{HubOptions, RepoFiles, StderrProgress};
+    use fresco_diffusion::weights::repo::RepoLocation;
+
+    let files = RepoFiles::new(
+        RepoLocation::parse(model)?,
+        HubOptions::from_env(),
+        Box::new(StderrProgress::default()),
+    )?;
+    let options = LoadOptions {
+        precision: Some(Precision::F32),
+        variant: None,
+    };
+    Ok(Pipeline::load(&files, device, &options, &mut |_| {}).await?)
 }
