@@ -5,21 +5,16 @@
 // to the GPU), first_step (from "seed" to "step 1": text and VAE encoding, and every kernel
 // compiled on first use), step (the median of the steps after it), warm_first_step (the same call
 // again, the model loaded and the kernels compiled), size (pixels).
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { startFresco } from "../lib/fresco.mjs";
+import { launchChromium, startFresco } from "../lib/fresco.mjs";
 
 const [site, bin, steps, ...models] = process.argv.slice(2);
 process.env.FRESCO_BIN = bin;
 const work = mkdtempSync(join(tmpdir(), "fresco-bench-"));
 const { server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", site]);
-const browser = await chromium.launch({
-  executablePath: execFileSync("which", ["chromium"]).toString().trim(),
-  args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--enable-unsafe-webgpu"],
-});
+const browser = await launchChromium({ webgpu: true });
 
 try {
   for (const spec of models) {

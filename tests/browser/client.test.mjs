@@ -10,8 +10,7 @@ import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { frescoClientDir, startFaultyProxy, startFresco } from "../lib/fresco.mjs";
+import { frescoClientDir, launchChromium, startFaultyProxy, startFresco } from "../lib/fresco.mjs";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const fixtures = fileURLToPath(new URL("../fixtures/", import.meta.url));
@@ -42,10 +41,7 @@ before(async () => {
   cpSync(join(pkg, "core_bg.wasm"), join(bundled, "core_bg.wasm"));
   writeFileSync(join(bundled, "index.html"), html("./scenarios.js"));
   ({ server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", www, "--workers", "2"]));
-  browser = await chromium.launch({
-    executablePath: execFileSync("which", ["chromium"]).toString().trim(),
-    args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-  });
+  browser = await launchChromium({ webgpu: false });
   page = await browser.newPage();
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   await page.goto(`${base}/`);

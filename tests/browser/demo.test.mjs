@@ -5,13 +5,11 @@
 // FRESCO_SCREENSHOTS (default: a temporary directory).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { startFresco } from "../lib/fresco.mjs";
+import { launchChromium, startFresco } from "../lib/fresco.mjs";
 
 const fixtures = fileURLToPath(new URL("../fixtures/", import.meta.url));
 const shots = process.env.FRESCO_SCREENSHOTS ?? mkdtempSync(join(tmpdir(), "fresco-shots-"));
@@ -28,13 +26,7 @@ before(async () => {
   work = mkdtempSync(join(tmpdir(), "fresco-demo-"));
   let base;
   ({ server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", site]));
-  browser = await chromium.launch({
-    executablePath: execFileSync("which", ["chromium"]).toString().trim(),
-    args: [
-      "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--no-first-run", "--disable-quic", "--enable-unsafe-webgpu",
-    ],
-  });
+  browser = await launchChromium({ webgpu: true });
   page = await browser.newPage({ viewport: { width: 1440, height: 960 } });
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   await page.goto(`${base}/`);

@@ -14,8 +14,7 @@ import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
-import { frescoClientDir, startFresco, startHub } from "../lib/fresco.mjs";
+import { frescoClientDir, launchChromium, startFresco, startHub } from "../lib/fresco.mjs";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const fixtures = fileURLToPath(new URL("../fixtures/", import.meta.url));
@@ -52,13 +51,7 @@ before(async () => {
   ], { stdio: ["ignore", "ignore", "inherit"] });
   ({ server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", www]));
   hub = await startHub({ root: join(fixtures, "hub"), cutOnce: "unet/diffusion_pytorch_model.safetensors", oversized: "fresco/too-big" });
-  browser = await chromium.launch({
-    executablePath: execFileSync("which", ["chromium"]).toString().trim(),
-    args: [
-      "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--no-first-run", "--disable-quic", "--enable-unsafe-webgpu",
-    ],
-  });
+  browser = await launchChromium({ webgpu: true });
   page = await browser.newPage();
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));

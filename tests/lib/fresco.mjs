@@ -1,11 +1,26 @@
 // `fresco serve` for a test (FRESCO_BIN names the binary; `cargo xtask test` sets it), a faulty
 // proxy to put in front of it, and the built @fresco/client package.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
+
+/**
+ * Debian's Chromium, headless, through playwright-core; `webgpu` turns on WebGPU (SwiftShader,
+ * a real WebGPU implementation on the CPU). Resolves with the browser.
+ */
+export async function launchChromium({ webgpu = false } = {}) {
+  const { chromium } = await import("playwright-core");
+  return chromium.launch({
+    executablePath: execFileSync("which", ["chromium"]).toString().trim(),
+    args: [
+      "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--no-first-run", "--disable-quic", ...(webgpu ? ["--enable-unsafe-webgpu"] : []),
+    ],
+  });
+}
 
 /** The directory of the built @fresco/client package: FRESCO_CLIENT (`cargo xtask test` sets it). */
 export function frescoClientDir() {
