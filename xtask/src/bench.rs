@@ -522,8 +522,7 @@ pub fn browser(ctx: &Ctx, steps: usize, mid_size: u32) -> Result {
     let inputs = site.join("bench");
     std::fs::create_dir_all(&inputs).map_err(|e| e.to_string())?;
     for f in ["image32.png", "mask32.png"] {
-        std::fs::copy(fixtures.join("pipelines").join(f), inputs.join(f))
-            .map_err(|e| e.to_string())?;
+        crate::util::copy(&fixtures.join("pipelines").join(f), &inputs.join(f))?;
     }
     let steps_s = steps.to_string();
     let models = [

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{Ctx, Result, run};
+use crate::util::{Ctx, Result, copy, run};
 
 /// The package's version: the workspace's, which the driver's `VERSION` (its User-Agent) must
 /// repeat — [`build`] refuses a mismatch.
@@ -33,12 +33,6 @@ const WASM_OPT: [&str; 5] = [
 pub struct Package {
     /// The wasm's size before wasm-opt, in bytes.
     pub raw_wasm: u64,
-}
-
-fn copy(from: &Path, to: &Path) -> Result {
-    std::fs::copy(from, to)
-        .map(|_| ())
-        .map_err(|e| format!("copy {} → {}: {e}", from.display(), to.display()))
 }
 
 /// Where [`build`] puts the package.

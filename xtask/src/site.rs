@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{Ctx, Result};
+use crate::util::{Ctx, Result, copy};
 
 /// Where [`assemble`] puts the site.
 pub fn dir(ctx: &Ctx) -> PathBuf {
@@ -21,8 +21,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result {
         if entry.file_type().map_err(|e| e.to_string())?.is_dir() {
             copy_dir(&entry.path(), &target)?;
         } else {
-            std::fs::copy(entry.path(), &target)
-                .map_err(|e| format!("{} → {}: {e}", entry.path().display(), target.display()))?;
+            copy(&entry.path(), &target)?;
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! Running commands, finding paths, and child processes that die with us.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -261,6 +261,13 @@ pub fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Copies one file, the error naming both paths.
+pub fn copy(from: &Path, to: &Path) -> Result {
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("copy {} → {}: {e}", from.display(), to.display()))
 }
 
 #[cfg(test)]

@@ -15,13 +15,12 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use fresco_diffusion::pipeline::endpoint::{Call, Failure, output_file_name};
-use fresco_diffusion::pipeline::image::{decode, encode};
+use fresco_diffusion::pipeline::endpoint::{Call, EncodedImage, Failure};
+use fresco_diffusion::pipeline::image::decode;
 use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Pipeline, Task};
 use fresco_diffusion::web::cache::Cache;
 use fresco_diffusion::web::{Fetch, Observer, UrlRepo, fetch_bytes, webgpu};
-use fresco_protocol::endpoints::Image;
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -75,13 +74,6 @@ impl Hooks {
             .and_then(|v| v.as_bool())
             .unwrap_or(false)
     }
-}
-
-/// An output file: its bytes and how to name them.
-struct File {
-    bytes: Vec<u8>,
-    content_type: &'static str,
-    file_name: String,
 }
 
 /// The engine of one worker: the WebGPU device (opened on the first call) and the loaded model.
@@ -181,7 +173,7 @@ async fn run(
     input: &str,
     hub_url: &str,
     hooks: &Hooks,
-) -> Result<(Value, Vec<File>), Failure> {
+) -> Result<(Value, Vec<EncodedImage>), Failure> {
     let input: Value = serde_json::from_str(input)
         .map_err(|e| Failure::Internal(format!("the input is not JSON: {e}")))?;
     let call = Call::parse(endpoint_id, &input)?;
@@ -218,25 +210,12 @@ async fn run(
         .await
         .map_err(err)?;
 
-    let mut images = Vec::with_capacity(out.images.len());
-    let mut files = Vec::with_capacity(out.images.len());
-    for (i, img) in out.images.iter().enumerate() {
-        let bytes = encode(img, call.format).map_err(err)?;
-        let file_name = output_file_name(call.format);
-        images.push(Image {
-            url: format!("local:{i}"),
-            content_type: Some(call.format.content_type().into()),
-            file_name: Some(file_name.clone()),
-            file_size: Some(bytes.len() as u64),
-            width: Some(out.width),
-            height: Some(out.height),
-        });
-        files.push(File {
-            bytes,
-            content_type: call.format.content_type(),
-            file_name,
-        });
-    }
+    let files = call.encode(&out)?;
+    let images = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| f.image(format!("local:{i}")))
+        .collect();
     Ok((call.output(images)?, files))
 }
 
@@ -262,11 +241,10 @@ async fn pipeline(
     let (device, limits) = webgpu()
         .await
         .map_err(|e| Failure::Internal(e.to_string()))?;
-    let repo = repo.buffer_limit(
-        limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size),
-    );
+    let buffer_limit = limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size);
+    let repo = repo.buffer_limit(buffer_limit);
     let repo = match Cache::open().await {
         Some(cache) => repo.cached(Rc::new(cache)),
         None => {
@@ -281,7 +259,7 @@ async fn pipeline(
         } else {
             "f32 (no shader-f16)"
         },
-        limits.max_storage_buffer_binding_size >> 20
+        buffer_limit >> 20
     ));
     // fp16 files where the repository has them (half the download; f32 devices widen them),
     // unless the call names a variant.
@@ -402,7 +380,7 @@ fn set(obj: &Object, key: &str, value: &JsValue) {
     let _ = Reflect::set(obj, &JsValue::from_str(key), value);
 }
 
-fn outcome_js(output: &Value, files: Vec<File>) -> Result<JsValue, Failure> {
+fn outcome_js(output: &Value, files: Vec<EncodedImage>) -> Result<JsValue, Failure> {
     let out = Object::new();
     let text = serde_json::to_string(output).map_err(|e| Failure::Internal(e.to_string()))?;
     set(&out, "output", &JsValue::from_str(&text));

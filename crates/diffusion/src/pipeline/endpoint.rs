@@ -12,8 +12,8 @@ use fresco_protocol::endpoints::lora::{self, LoraInput, LoraOutput};
 use fresco_protocol::error::{ErrorBody, ValidationErrorBody, ValidationErrorItem, error_type};
 use serde_json::Value;
 
-use super::image::OutputFormat;
-use super::{PipelineError, Request};
+use super::image::{OutputFormat, encode};
+use super::{Generated, PipelineError, Request};
 use crate::rng::random_seed;
 use crate::weights::WeightsError;
 
@@ -226,6 +226,49 @@ impl Call {
             })
         };
         out.map_err(|e| Failure::Internal(e.to_string()))
+    }
+}
+
+/// An output image encoded in the call's format and named as fal names outputs, waiting for the
+/// URL it will be served at (the server's storage, or a `blob:` URL of the page).
+#[derive(Debug, Clone)]
+pub struct EncodedImage {
+    pub bytes: Vec<u8>,
+    pub file_name: String,
+    pub content_type: &'static str,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl EncodedImage {
+    /// fal's `Image` for these bytes served at `url`.
+    pub fn image(&self, url: String) -> Image {
+        Image {
+            url,
+            content_type: Some(self.content_type.into()),
+            file_name: Some(self.file_name.clone()),
+            file_size: Some(self.bytes.len() as u64),
+            width: Some(self.width),
+            height: Some(self.height),
+        }
+    }
+}
+
+impl Call {
+    /// Each generated image encoded in the call's format (`image_format`), with its file name.
+    pub fn encode(&self, out: &Generated) -> Result<Vec<EncodedImage>, Failure> {
+        out.images
+            .iter()
+            .map(|img| {
+                Ok(EncodedImage {
+                    bytes: encode(img, self.format).map_err(|e| self.failure(e))?,
+                    file_name: output_file_name(self.format),
+                    content_type: self.format.content_type(),
+                    width: out.width,
+                    height: out.height,
+                })
+            })
+            .collect()
     }
 }
 

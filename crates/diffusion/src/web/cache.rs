@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 
 use super::Fetch;
-use super::js::{call, call_async, describe, error_name, get, get_opt, object, sleep};
+use super::js::{call, call_async, describe, error_name, get_opt, object, sleep};
 use crate::weights::WeightsError;
 
 /// The directory under the origin's private file system.
@@ -250,10 +250,7 @@ impl Cache {
                 }
                 Err(e) => return Err(e),
             };
-            let status = get(&response, "status")
-                .ok()
-                .and_then(|s| s.as_f64())
-                .unwrap_or(0.0) as u16;
+            let status = super::status(&response);
             match status {
                 404 => {
                     drop(bin);

@@ -204,20 +204,20 @@ impl BodyReader {
 
 /// `fetch(url)`, then its body read chunk by chunk into `weights`.
 pub async fn fetch_safetensors(url: &str, weights: &mut Weights) -> Result<(), WeightsError> {
-    read_safetensors_body(url, &fetch_ok(url).await?, weights).await
+    read_safetensors_body(url, &fetch_ok(url).await?, &mut |t| weights.insert(t, url)).await
 }
 
-/// A response's body read chunk by chunk into `weights`: a tensor goes to the device as soon as
-/// its last byte arrives, so the file is never held whole.
+/// A response's body read chunk by chunk, each tensor handed to `insert` as soon as its last
+/// byte arrives, so the file is never held whole.
 async fn read_safetensors_body(
     url: &str,
     response: &JsValue,
-    weights: &mut Weights,
+    insert: &mut dyn FnMut(TensorBytes) -> Result<(), WeightsError>,
 ) -> Result<(), WeightsError> {
     let mut body = BodyReader::new(url, response)?;
     let mut stream = SafetensorsStream::new(url);
     while let Some(bytes) = body.next().await? {
-        stream.feed(&bytes, &mut |t| weights.insert(t, url))?;
+        stream.feed(&bytes, insert)?;
     }
     stream.finish()
 }
@@ -283,10 +283,7 @@ impl UrlRepo {
 
     /// Stores a tensor, after checking it against [`UrlRepo::buffer_limit`].
     fn insert(&self, weights: &mut Weights, t: TensorBytes, url: &str) -> Result<(), WeightsError> {
-        let element: u64 = match weights.precision() {
-            Precision::F32 => 4,
-            Precision::F16 => 2,
-        };
+        let element = weights.precision().dtype().size() as u64;
         let bytes = t.info.numel() as u64 * element;
         if let Some(limit) = self.buffer_limit.filter(|&l| bytes > l) {
             return Err(WeightsError::Config(format!(
@@ -398,12 +395,8 @@ impl RepoSource for UrlRepo {
                         total: content_length(&response),
                         from: 0,
                     });
-                    let mut body = BodyReader::new(&url, &response)?;
-                    let mut stream = SafetensorsStream::new(url.clone());
-                    while let Some(bytes) = body.next().await? {
-                        stream.feed(&bytes, &mut |t| self.insert(weights, t, &url))?;
-                    }
-                    stream.finish()?;
+                    read_safetensors_body(&url, &response, &mut |t| self.insert(weights, t, &url))
+                        .await?;
                     Ok(true)
                 }
                 None => Ok(false),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use burn::tensor::Device;
-use fresco_diffusion::pipeline::endpoint::{Call, Failure, output_file_name};
-use fresco_diffusion::pipeline::image::{OutputFormat, decode, encode};
+use fresco_diffusion::pipeline::endpoint::{Call, Failure};
+use fresco_diffusion::pipeline::image::decode;
 use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError, Task};
 use fresco_diffusion::weights::hub::{HubOptions, Progress, RepoFiles};
@@ -254,25 +254,17 @@ pub(crate) async fn generate(
 /// Encodes and stores each image; answers them as fal's `Image`s.
 pub(crate) async fn store_images(
     ctx: &JobContext,
+    call: &Call,
     out: &Generated,
-    format: OutputFormat,
 ) -> Result<Vec<Image>, JobError> {
     let mut images = Vec::with_capacity(out.images.len());
-    for img in &out.images {
-        let bytes = encode(img, format).map_err(|e| JobError::internal(e.to_string()))?;
-        let file_name = output_file_name(format);
-        let size = bytes.len() as u64;
-        let url = ctx
-            .save_output(&file_name, format.content_type(), bytes)
+    for encoded in call.encode(out)? {
+        // Described before the bytes move into storage, which gives the URL.
+        let mut image = encoded.image(String::new());
+        image.url = ctx
+            .save_output(&encoded.file_name, encoded.content_type, encoded.bytes)
             .await?;
-        images.push(Image {
-            url,
-            content_type: Some(format.content_type().into()),
-            file_name: Some(file_name),
-            file_size: Some(size),
-            width: Some(out.width),
-            height: Some(out.height),
-        });
+        images.push(image);
     }
     Ok(images)
 }
@@ -287,7 +279,7 @@ pub(crate) async fn run_call(
     let call = Call::parse(&endpoint_id, &input)?;
     let ctx = Arc::new(ctx);
     let out = generate(&engine, &ctx, &call).await?;
-    let images = store_images(&ctx, &out, call.format).await?;
+    let images = store_images(&ctx, &call, &out).await?;
     Ok(call.output(images)?)
 }
 
