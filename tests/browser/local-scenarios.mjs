@@ -58,6 +58,18 @@ function input(overrides = {}) {
   };
 }
 
+/** The client of `deviceLost` and `afterIdleLoss`. */
+let lossy;
+
+/** A finished call's logs, and its image against the CLI's. */
+async function outcome(result, last) {
+  const image = await (await fetch(result.data.image.url)).blob();
+  return {
+    logs: last.logs.map((l) => l.message),
+    psnr: psnr(await pixels(image), await pixels(await blobOf("native.png"))),
+  };
+}
+
 export const scenarios = {
   /** `fal.subscribe` locally: the image as a Blob, the mask as a URL; the result against the CLI's. */
   async subscribe() {
@@ -222,6 +234,31 @@ export const scenarios = {
     });
     const bytes = new Uint8Array(await (await fetch(result.data.images[1].url)).arrayBuffer());
     return { data: result.data, head: [...bytes.slice(0, 3)] };
+  },
+
+  /**
+   * A client whose worker can lose its GPU device (lose-device-worker.mjs): two calls submitted
+   * together, the first losing the device after its first step, the second waiting behind it.
+   */
+  async deviceLost() {
+    lossy = createFalClient({ local: { hubUrl, workerUrl: new URL("lose-device-worker.mjs", location.href).href } });
+    const image_url = new URL("fixtures/image32.png", location.href).href;
+    let last;
+    const first = lossy.subscribe("fal-ai/inpaint", { input: input({ image_url, prompt: `${PROMPT} [lose the device]` }), logs: true });
+    const second = lossy.subscribe("fal-ai/inpaint", { input: input({ image_url }), logs: true, onQueueUpdate: (u) => (last = u) });
+    const failed = await first.then(() => ({ thrown: false }), errorOf);
+    return { failed, second: await outcome(await second, last) };
+  },
+
+  /** The same client again, after the test destroyed its idle worker's device. */
+  async afterIdleLoss() {
+    let last;
+    const result = await lossy.subscribe("fal-ai/inpaint", {
+      input: input({ image_url: new URL("fixtures/image32.png", location.href).href }),
+      logs: true,
+      onQueueUpdate: (u) => (last = u),
+    });
+    return outcome(result, last);
   },
 
   /** One client with both: the local endpoints run here, every other one goes to the proxy. */

@@ -35,7 +35,7 @@ before(async () => {
   work = mkdtempSync(join(tmpdir(), "fresco-local-"));
   const www = join(work, "www");
   cpSync(pkg, join(www, "pkg"), { recursive: true });
-  cpSync(join(here, "local-scenarios.mjs"), join(www, "local-scenarios.mjs"));
+  for (const f of ["local-scenarios.mjs", "lose-device-worker.mjs"]) cpSync(join(here, f), join(www, f));
   for (const f of ["image32.png", "mask32.png"]) cpSync(join(fixtures, "pipelines", f), join(www, "fixtures", f));
   writeFileSync(
     join(www, "index.html"),
@@ -199,6 +199,32 @@ test("local: a model missing from the hub is a 422 on model_name", { timeout: 12
   assert.ok(r.thrown && r.isValidationError, JSON.stringify(r));
   assert.deepEqual(r.body.detail[0].loc, ["body", "model_name"]);
   assert.match(r.body.detail[0].msg, /model_index\.json/);
+});
+
+test("local: a lost GPU device fails the call it ran, and the calls after it run on a new one", { timeout: 900_000 }, async () => {
+  const r = await run("deviceLost");
+  // The call that lost its device ends at once with the reason, as a 500.
+  assert.ok(r.failed.thrown && r.failed.isApiError && r.failed.status === 500, JSON.stringify(r.failed));
+  assert.match(r.failed.message, /^the GPU device was lost \(destroyed/);
+  assert.equal(r.failed.body.error_type, "runner_server_error");
+  // The call waiting behind it moved to a new worker, which opened a new device and loaded the
+  // model again (from the cache), and painted what the CLI paints.
+  assert.ok(r.second.logs.includes("loading fresco/tiny-sdxl-inpaint"), r.second.logs.join("\n"));
+  assert.ok(r.second.logs.includes("unet/diffusion_pytorch_model.safetensors from the cache (2.2 MB)"), r.second.logs.join("\n"));
+  assert.ok(r.second.psnr >= 40, `PSNR ${r.second.psnr} dB against the native CLI`);
+
+  // A device lost while nothing runs: the page drops that worker by itself, and the next call
+  // runs on a new one (on the lost device it would fail).
+  const workers = page.workers().filter((w) => w.url().endsWith("/lose-device-worker.mjs"));
+  assert.equal(workers.length, 1, workers.map((w) => w.url()).join());
+  const closed = new Promise((resolve) => workers[0].once("close", () => resolve(true)));
+  assert.equal(await workers[0].evaluate(() => self.loseDevice()), 1);
+  const timeout = new Promise((resolve) => setTimeout(() => resolve(false), 60_000));
+  assert.ok(await Promise.race([closed, timeout]), "the page kept the worker whose device was lost");
+  const after = await run("afterIdleLoss");
+  assert.ok(after.logs.includes("loading fresco/tiny-sdxl-inpaint"), after.logs.join("\n"));
+  assert.ok(after.psnr >= 40, `PSNR ${after.psnr} dB against the native CLI`);
+  assert.deepEqual(pageErrors, []);
 });
 
 test("remote: the same page through fresco's proxy", { timeout: 600_000 }, async () => {

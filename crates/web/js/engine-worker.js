@@ -8,8 +8,10 @@
 //               level, timestamp}  {type: "progress", id, file, loaded, total} (model downloads,
 //               at most every 100 ms a file)  {type: "done", id, output, files}
 //               {type: "error", id, status, body, message, error_type, fatal}
+//               {type: "lost", message} (the GPU device was lost, whether or not a call ran)
 // `fatal` says the engine cannot be trusted after this error (a panic, a lost device): the page
-// drops this worker and starts a new one for the next call.
+// drops this worker and starts a new one for the next call. A lost device is never usable again,
+// and Burn keeps one device per wasm instance: a new device means a new worker.
 
 import init, { LocalEngine, takePanic } from "./engine.js";
 
@@ -48,7 +50,7 @@ async function start() {
     throw failure(500, "WebGPU is not available in this browser (navigator.gpu is missing): the local mode needs a browser with WebGPU, e.g. Chrome or Edge 113+, or Safari 26+");
   }
   await init();
-  return new LocalEngine();
+  return new LocalEngine((message) => post({ type: "lost", message }));
 }
 
 const failure = (status, message) => ({ status, message, body: JSON.stringify({ detail: message }) });
@@ -80,6 +82,7 @@ async function pump() {
   } catch (e) {
     if (e && typeof e.status === "number") {
       post({ type: "error", id: job.id, ...e });
+      if (e.fatal) engine = undefined;
     } else {
       // Not an answer of the engine's: a trap (a Rust panic) or a broken worker.
       let panic;

@@ -45,13 +45,22 @@ export function createLocalClient(options, { ApiError, ValidationError }) {
     return worker;
   }
 
-  // Every call the worker held fails, and the next call starts a new worker (and a new device).
-  function lose(message) {
+  // The worker is dropped (a crash, a panic, a lost device) and the next call starts a new one,
+  // with a new device. The call it was running fails with `message`; the calls waiting behind it
+  // go to the new worker in the order they came when `requeue` (a lost device, a panic in one
+  // call), or fail too (a worker that could not start would fail them again).
+  function lose(message, { requeue = false } = {}) {
     worker?.terminate();
     worker = undefined;
+    const waiting = [];
     for (const request of requests.values()) {
-      if (!request.settled) settle(request, { status: 500, message, body: JSON.stringify({ detail: message }) });
+      if (request.settled) continue;
+      if (requeue && request.status === "IN_QUEUE") waiting.push(request);
+      else settle(request, { status: 500, message, error_type: "runner_server_error", body: JSON.stringify({ detail: message, error_type: "runner_server_error" }) });
     }
+    if (!waiting.length) return;
+    const target = startWorker();
+    for (const request of waiting) target.postMessage(request.message);
   }
 
   const urls = (endpointId, requestId) => {
@@ -100,6 +109,7 @@ export function createLocalClient(options, { ApiError, ValidationError }) {
   }
 
   function receive(message) {
+    if (message.type === "lost") return lose(message.message, { requeue: true });
     const request = requests.get(message.id);
     if (!request || request.settled) return;
     switch (message.type) {
@@ -126,7 +136,7 @@ export function createLocalClient(options, { ApiError, ValidationError }) {
       }
       case "error":
         settle(request, message);
-        if (message.fatal) lose(message.message);
+        if (message.fatal) lose(message.message, { requeue: true });
         return;
     }
     notify(request);
@@ -151,8 +161,9 @@ export function createLocalClient(options, { ApiError, ValidationError }) {
       request.result = new Promise((resolve, reject) => Object.assign(request, { resolve, reject }));
       // Nobody may ever ask for the result of a submitted call: that is not an unhandled rejection.
       request.result.catch(() => {});
+      request.message = { type: "run", id, endpointId, input: input ?? {}, hubUrl };
       requests.set(id, request);
-      target.postMessage({ type: "run", id, endpointId, input: input ?? {}, hubUrl });
+      target.postMessage(request.message);
       return snapshot(request, false);
     },
 

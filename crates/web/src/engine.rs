@@ -20,7 +20,9 @@ use fresco_diffusion::pipeline::image::decode;
 use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Pipeline, Task};
 use fresco_diffusion::web::cache::Cache;
-use fresco_diffusion::web::{Fetch, Observer, UrlRepo, fetch_bytes, webgpu};
+use fresco_diffusion::web::{
+    Fetch, Observer, UrlRepo, device_lost, fetch_bytes, on_device_lost, webgpu,
+};
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -82,17 +84,19 @@ pub struct LocalEngine {
     state: Rc<State>,
 }
 
-impl Default for LocalEngine {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[wasm_bindgen]
 impl LocalEngine {
+    /// `on_lost(message)` is called when the GPU device is lost, whether or not a call
+    /// runs: this engine cannot run anything after that, and its worker should be replaced.
     #[wasm_bindgen(constructor)]
-    pub fn new() -> LocalEngine {
+    pub fn new(on_lost: Option<Function>) -> LocalEngine {
         install_panic_hook();
+        if let Some(listener) = on_lost {
+            on_device_lost(move |reason| {
+                let message = Failure::DeviceLost(reason.to_owned()).message();
+                let _ = listener.call1(&JsValue::NULL, &JsValue::from_str(&message));
+            });
+        }
         LocalEngine {
             state: Rc::new(State::default()),
         }
@@ -103,7 +107,8 @@ impl LocalEngine {
     ///
     /// Resolves with `{output, files}`: `output` fal's output as JSON text, `files` its images
     /// as `{bytes: Uint8Array, content_type, file_name}`. Rejects with `{status, body, message,
-    /// error_type}` — fal's answer for the failure (`body` as JSON text).
+    /// error_type, fatal}` — fal's answer for the failure (`body` as JSON text); `fatal` when the
+    /// device was lost, so that this engine can run nothing more.
     pub fn run(
         &self,
         endpoint_id: String,
@@ -174,6 +179,9 @@ async fn run(
     hub_url: &str,
     hooks: &Hooks,
 ) -> Result<(Value, Vec<EncodedImage>), Failure> {
+    if let Some(reason) = device_lost() {
+        return Err(Failure::DeviceLost(reason));
+    }
     let input: Value = serde_json::from_str(input)
         .map_err(|e| Failure::Internal(format!("the input is not JSON: {e}")))?;
     let call = Call::parse(endpoint_id, &input)?;
@@ -403,6 +411,9 @@ fn failure_js(f: &Failure) -> JsValue {
     set(&out, "message", &JsValue::from_str(&f.message()));
     if let Some(kind) = f.error_type() {
         set(&out, "error_type", &JsValue::from_str(kind));
+    }
+    if f.is_device_lost() {
+        set(&out, "fatal", &JsValue::TRUE);
     }
     out.into()
 }

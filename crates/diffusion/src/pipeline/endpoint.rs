@@ -51,6 +51,9 @@ pub enum Failure {
     Cancelled,
     /// 500 `runner_server_error`.
     Internal(String),
+    /// 500 `runner_server_error`: the GPU device was lost while the call ran (its reason). The
+    /// device is unusable from then on: the holder opens a new one ([`Failure::is_device_lost`]).
+    DeviceLost(String),
 }
 
 impl Failure {
@@ -71,8 +74,13 @@ impl Failure {
             Failure::NotServed(_) => 404,
             Failure::Invalid(_) => 422,
             Failure::Cancelled => 400,
-            Failure::Internal(_) => 500,
+            Failure::Internal(_) | Failure::DeviceLost(_) => 500,
         }
+    }
+
+    /// Whether the device the call ran on is gone, so that nothing more can run on it.
+    pub fn is_device_lost(&self) -> bool {
+        matches!(self, Failure::DeviceLost(_))
     }
 
     /// The short text of the status' `error` field.
@@ -84,6 +92,7 @@ impl Failure {
                 .first()
                 .map_or_else(|| "Validation error".to_owned(), |d| d.msg.clone()),
             Failure::Cancelled => "Request was cancelled".to_owned(),
+            Failure::DeviceLost(reason) => PipelineError::DeviceLost(reason.clone()).to_string(),
         }
     }
 
@@ -91,7 +100,7 @@ impl Failure {
     pub fn error_type(&self) -> Option<&'static str> {
         match self {
             Failure::Cancelled => Some(error_type::CLIENT_CANCELLED),
-            Failure::Internal(_) => Some(error_type::RUNNER_SERVER_ERROR),
+            Failure::Internal(_) | Failure::DeviceLost(_) => Some(error_type::RUNNER_SERVER_ERROR),
             Failure::NotServed(_) | Failure::Invalid(_) => None,
         }
     }
@@ -101,7 +110,7 @@ impl Failure {
         let body = match self {
             Failure::Invalid(body) => serde_json::to_value(body),
             Failure::NotServed(m) => serde_json::to_value(ErrorBody::new(m.clone())),
-            Failure::Cancelled | Failure::Internal(_) => {
+            Failure::Cancelled | Failure::Internal(_) | Failure::DeviceLost(_) => {
                 let kind = self.error_type().unwrap_or(error_type::RUNNER_SERVER_ERROR);
                 serde_json::to_value(ErrorBody::typed(self.message(), kind))
             }
@@ -199,6 +208,7 @@ impl Call {
                 Failure::field(self.input_field(&field), message)
             }
             PipelineError::Cancelled => Failure::Cancelled,
+            PipelineError::DeviceLost(reason) => Failure::DeviceLost(reason),
             PipelineError::Weights(
                 w @ (WeightsError::Network { .. } | WeightsError::Config(_)),
             ) => Failure::field("model_name", format!("the model could not be loaded: {w}")),
@@ -357,6 +367,20 @@ mod tests {
         let internal = Failure::Internal("boom".into());
         assert_eq!(internal.body()["detail"], "boom");
         assert_eq!(internal.error_type(), Some("runner_server_error"));
+        assert!(!internal.is_device_lost());
+        let call = Call::parse(
+            "fal-ai/inpaint",
+            &json!({"model_name": "a/b", "prompt": "p", "image_url": "data:,x", "mask_url": "data:,y"}),
+        )
+        .unwrap();
+        let lost = call.failure(PipelineError::DeviceLost("Destroyed: device destroyed".into()));
+        assert!(lost.is_device_lost());
+        assert_eq!(lost.status(), 500);
+        assert_eq!(
+            lost.body()["detail"],
+            "the GPU device was lost (Destroyed: device destroyed)"
+        );
+        assert_eq!(lost.body()["error_type"], "runner_server_error");
     }
 
     #[test]

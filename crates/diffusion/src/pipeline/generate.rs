@@ -388,7 +388,7 @@ impl Pipeline {
         let data = decoded
             .into_data_async()
             .await
-            .map_err(|e| PipelineError::Internal(format!("reading the image back: {e:?}")))?;
+            .map_err(|e| readback_failed("reading the image back", e.is_device_poisoned(), e.reason()))?;
         let values: Vec<f32> = data
             .try_to_vec::<f32>()
             .map_err(|e| PipelineError::Internal(format!("reading the image back: {e:?}")))?;
@@ -505,5 +505,15 @@ async fn step_done(latents: &Tensor<4>) -> Result<(), PipelineError> {
         .into_data_async()
         .await
         .map(|_| ())
-        .map_err(|e| PipelineError::Internal(format!("waiting for a step: {e:?}")))
+        .map_err(|e| readback_failed("waiting for a step", e.is_device_poisoned(), e.reason()))
+}
+
+/// A failed read from the device: [`PipelineError::DeviceLost`] when the device is gone (Burn
+/// reports it as poisoned), else an internal error.
+fn readback_failed(what: &str, poisoned: bool, reason: &str) -> PipelineError {
+    if poisoned {
+        PipelineError::DeviceLost(reason.to_owned())
+    } else {
+        PipelineError::Internal(format!("{what}: {reason}"))
+    }
 }

@@ -32,6 +32,10 @@ pub enum PipelineError {
     Cancelled,
     #[error("{0}")]
     Internal(String),
+    /// The device is gone (a driver reset, a crashed GPU process, `GPUDevice.destroy()`): every
+    /// later operation on it fails, so whoever holds it must open a new one.
+    #[error("the GPU device was lost ({0})")]
+    DeviceLost(String),
 }
 
 impl PipelineError {

@@ -8,6 +8,7 @@ mod js;
 use std::rc::Rc;
 
 use burn::tensor::Device;
+use burn::tensor::wgpu::wgpu;
 use js_sys::Uint8Array;
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -57,12 +58,45 @@ pub async fn webgpu() -> Result<(Device, GpuLimits), WeightsError> {
         shader_f16: setup
             .device
             .features()
-            .contains(burn::tensor::wgpu::wgpu::Features::SHADER_F16),
+            .contains(wgpu::Features::SHADER_F16),
         max_buffer_size: limits.max_buffer_size,
         max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
     };
+    // Burn stops using a lost device (its reads then fail as "poisoned"); this one tells the
+    // engine at once, even while no call runs, so it can open a new device for the next call.
+    setup.device.set_device_lost_callback(|reason, message| {
+        let reason = match reason {
+            wgpu::DeviceLostReason::Destroyed => format!("destroyed: {message}"),
+            _ => message,
+        };
+        LOST.with(|l| *l.borrow_mut() = Some(reason.clone()));
+        if let Some(listener) = LOST_LISTENER.with(|l| l.borrow().clone()) {
+            listener(&reason);
+        }
+    });
     WEBGPU.with(|d| *d.borrow_mut() = Some((device.clone(), limits)));
     Ok((device, limits))
+}
+
+type LostListener = Rc<dyn Fn(&str)>;
+
+thread_local! {
+    /// Why the device was lost, once it was.
+    static LOST: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    static LOST_LISTENER: std::cell::RefCell<Option<LostListener>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Why this worker's WebGPU device was lost, if it was. A lost device stays lost, and Burn keeps
+/// one device per worker: a new device means a new worker (a new wasm instance).
+pub fn device_lost() -> Option<String> {
+    LOST.with(|l| l.borrow().clone())
+}
+
+/// Calls `listener` with the reason when the device is lost (GPU process crash, driver reset,
+/// `GPUDevice.destroy()`), whether or not a call is running.
+pub fn on_device_lost(listener: impl Fn(&str) + 'static) {
+    LOST_LISTENER.with(|l| *l.borrow_mut() = Some(Rc::new(listener)));
 }
 
 /// Burn on the browser's WebGPU adapter ([`webgpu`] without the limits).
