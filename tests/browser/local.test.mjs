@@ -50,7 +50,12 @@ before(async () => {
     "--out", join(www, "native.png"),
   ], { stdio: ["ignore", "ignore", "inherit"] });
   ({ server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", www]));
-  hub = await startHub({ root: join(fixtures, "hub"), cutOnce: "unet/diffusion_pytorch_model.safetensors", oversized: "fresco/too-big" });
+  hub = await startHub({
+    root: join(fixtures, "hub"),
+    cutOnce: "unet/diffusion_pytorch_model.safetensors",
+    oversized: "fresco/too-big",
+    wide: "fresco/too-wide",
+  });
   browser = await launchChromium({ webgpu: true });
   page = await browser.newPage();
   page.on("pageerror", (e) => pageErrors.push(String(e)));
@@ -94,11 +99,15 @@ test("local: fal.subscribe paints on WebGPU what the native CLI paints", { timeo
   assert.ok(r.psnr >= 40, `PSNR ${r.psnr} dB against the native CLI (40 dB required)`);
   // The weights came from the hub by id; no call went to a server's queue.
   assert.ok(!requests.some((u) => u.includes("/api/fal/proxy")), requests.join("\n"));
-  // The UNet's download broke off halfway and was resumed from where it stopped.
+  // Before any download, each weight file's header alone was read (a bounded range).
   const unet = hub.seen.filter((s) => s.path === UNET);
-  assert.equal(unet.length, 2, JSON.stringify(unet));
-  assert.equal(unet[0].range, null);
-  assert.match(unet[1].range, /^bytes=[1-9]\d*-$/);
+  assert.match(unet[0]?.range ?? "", /^bytes=0-\d+$/, JSON.stringify(unet));
+  assert.ok(r.logs.includes("4 weight files, 15.7 MB in all"), r.logs.join("\n"));
+  // The UNet's download broke off halfway and was resumed from where it stopped.
+  const downloads = unet.slice(1);
+  assert.equal(downloads.length, 2, JSON.stringify(unet));
+  assert.equal(downloads[0].range, null);
+  assert.match(downloads[1].range, /^bytes=[1-9]\d*-$/);
   assert.ok(r.logs.some((l) => /^the download of unet\/diffusion_pytorch_model\.safetensors broke off after/.test(l)), r.logs.join("\n"));
   assert.ok(r.logs.some((l) => l.startsWith("resuming unet/diffusion_pytorch_model.safetensors")), r.logs.join("\n"));
   assert.ok(r.logs.includes("downloaded text_encoder_2/model.safetensors (6.5 MB)"), r.logs.join("\n"));
@@ -176,14 +185,36 @@ test("local: a corrupt cached file is a clear error, and the next call downloads
   const before = hub.seen.length;
   const again = await run("attempt");
   assert.equal(again.thrown, false, JSON.stringify(again));
-  assert.deepEqual(hub.seen.slice(before).map((s) => s.path), ["/fresco/tiny-sdxl-inpaint/resolve/main/text_encoder_2/model.safetensors"]);
+  // That file alone is read again: its header, then its download.
+  const asked = hub.seen.slice(before);
+  assert.deepEqual([...new Set(asked.map((s) => s.path))], ["/fresco/tiny-sdxl-inpaint/resolve/main/text_encoder_2/model.safetensors"]);
+  assert.deepEqual(asked.map((s) => s.range?.replace(/\d+$/, "N") ?? null), ["bytes=0-N", null]);
 });
+
+/** Whether the hub saw only header reads (bounded ranges) of `id`'s weight files, no download. */
+const onlyHeadersOf = (id) =>
+  hub.seen.filter((s) => s.path.startsWith(`/${id}/`) && s.path.endsWith(".safetensors")).every((s) => /^bytes=0-\d+$/.test(s.range ?? ""));
 
 test("local: a model larger than the storage quota is refused before it downloads", { timeout: 300_000 }, async () => {
   const r = await run("attempt", { model_name: "fresco/too-big" });
   assert.ok(r.thrown && r.status === 422, JSON.stringify(r));
   assert.deepEqual(r.body.detail[0].loc, ["body", "model_name"]);
-  assert.match(r.body.detail[0].msg, /not enough storage to cache .*model\.safetensors: it needs 1000000000\.0 MB/);
+  // The whole model is counted at once (4 files of 1 PB each), from the files' headers.
+  assert.match(r.body.detail[0].msg, /not enough storage to cache .*fresco\/too-big.*unet\/diffusion_pytorch_model\.safetensors.*: it needs 4000000000\.0 MB/);
+  assert.ok(onlyHeadersOf("fresco/too-big"), JSON.stringify(hub.seen.filter((s) => s.path.includes("too-big"))));
+});
+
+test("local: a model with a tensor larger than the device binds is refused before it downloads", { timeout: 300_000 }, async () => {
+  const r = await run("attempt", { model_name: "fresco/too-wide" });
+  assert.ok(r.thrown && r.status === 422, JSON.stringify(r));
+  assert.deepEqual(r.body.detail[0].loc, ["body", "model_name"]);
+  assert.match(
+    r.body.detail[0].msg,
+    /unet\/diffusion_pytorch_model\.safetensors: tensor "conv_in\.weight" \[400000000\] needs 1600\.0 MB in one GPU buffer and this device binds at most \d+\.\d MB: the model cannot run on this GPU in f32/,
+  );
+  const seen = hub.seen.filter((s) => s.path.startsWith("/fresco/too-wide/") && s.path.endsWith(".safetensors"));
+  assert.ok(seen.some((s) => s.path.endsWith("/text_encoder/model.safetensors")), "every component's header was read first");
+  assert.ok(onlyHeadersOf("fresco/too-wide"), JSON.stringify(seen));
 });
 
 test("local: a bad input is fal's 422 (ValidationError)", async () => {

@@ -92,14 +92,19 @@ export async function startFaultyProxy(base) {
 
 /**
  * A hub laid out as huggingface.co (`/{id}/resolve/{revision}/{file}`) over `root`
- * (tests/fixtures/hub), on its own origin: CORS with `Range` allowed, answered with 206 as
- * huggingface.co does. Faults for the local mode's tests: the first download of the file whose
- * path ends with `cutOnce` stops halfway (the connection is destroyed); under the model id
- * `oversized` every safetensors file claims a size (1 PB) no storage quota holds, the rest being
- * `fresco/tiny-sdxl-inpaint`'s. Resolves with `{url, seen, close}`: `seen` lists `{path, range}`
- * of every GET.
+ * (tests/fixtures/hub), on its own origin: CORS with `Range` allowed, ranges (`bytes=a-b`,
+ * `bytes=a-`) answered with 206 and `Content-Range` as huggingface.co does. Faults for the local
+ * mode's tests, each under its own model id, the files otherwise `fresco/tiny-sdxl-inpaint`'s:
+ * - `cutOnce`: the first whole download of the file whose path ends with it stops halfway (the
+ *   connection is destroyed);
+ * - `oversized`: every safetensors file claims a size (1 PB) no storage quota holds — in
+ *   `Content-Range` for a range within its real bytes, in `Content-Length` for a download, which
+ *   then sends nothing;
+ * - `wide`: the UNet's safetensors header lists one tensor of 400M f32 elements (1.6 GB), more
+ *   than a WebGPU device binds; its data is never there.
+ * Resolves with `{url, seen, close}`: `seen` lists `{path, range}` of every GET.
  */
-export async function startHub({ root, cutOnce, oversized }) {
+export async function startHub({ root, cutOnce, oversized, wide }) {
   const { createReadStream, statSync } = await import("node:fs");
   const seen = [];
   let cut = false;
@@ -109,6 +114,15 @@ export async function startHub({ root, cutOnce, oversized }) {
     "access-control-allow-methods": "GET, HEAD, OPTIONS",
     "access-control-expose-headers": "content-length, content-range, accept-ranges",
   };
+  const TINY = "/fresco/tiny-sdxl-inpaint/";
+  const wideHeader = (() => {
+    const numel = 400_000_000;
+    let json = JSON.stringify({ "conv_in.weight": { dtype: "F32", shape: [numel], data_offsets: [0, numel * 4] } });
+    json = json.padEnd(Math.ceil(json.length / 8) * 8, " ");
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(json.length));
+    return { bytes: Buffer.concat([length, Buffer.from(json)]), size: 8 + json.length + numel * 4 };
+  })();
   const server = createServer((req, res) => {
     if (req.method === "OPTIONS") {
       res.writeHead(204, cors);
@@ -117,8 +131,8 @@ export async function startHub({ root, cutOnce, oversized }) {
     const path = decodeURIComponent(new URL(req.url, "http://hub").pathname);
     const range = req.headers.range ?? null;
     seen.push({ path, range });
-    const huge = oversized && path.startsWith(`/${oversized}/`);
-    const file = join(root, huge ? path.replace(`/${oversized}/`, "/fresco/tiny-sdxl-inpaint/") : path);
+    const faulty = [oversized, wide].find((id) => id && path.startsWith(`/${id}/`));
+    const file = join(root, faulty ? path.replace(`/${faulty}/`, TINY) : path);
     let size;
     try {
       const st = statSync(file);
@@ -128,16 +142,26 @@ export async function startHub({ root, cutOnce, oversized }) {
       res.writeHead(404, { "content-type": "application/json", ...cors });
       return res.end(JSON.stringify({ error: "Entry not found" }));
     }
-    if (huge && path.endsWith(".safetensors")) {
-      res.writeHead(200, { "content-length": String(1e15), "accept-ranges": "bytes", ...cors });
+    // What the file is, as this hub tells it: its bytes (a file, or a buffer), and its size.
+    let source = { file, size, claimed: size };
+    if (faulty && faulty === oversized && path.endsWith(".safetensors")) source.claimed = 1e15;
+    if (faulty && faulty === wide && /\/unet\/[^/]*\.safetensors$/.test(path)) {
+      source = { buffer: wideHeader.bytes, size: wideHeader.bytes.length, claimed: wideHeader.size };
+    }
+    const [, from, to] = /^bytes=(\d+)-(\d*)$/.exec(range ?? "") ?? [];
+    const start = Number(from ?? 0);
+    if (!to && source.claimed > source.size) {
+      // A download of bytes the file does not really have: the headers, then nothing, a cut.
+      res.writeHead(200, { "content-length": String(source.claimed), "accept-ranges": "bytes", ...cors });
       res.flushHeaders();
       return setTimeout(() => res.destroy(), 2000);
     }
-    const start = Number(/^bytes=(\d+)-$/.exec(range ?? "")?.[1] ?? 0);
-    const headers = { "accept-ranges": "bytes", "content-length": String(size - start), ...cors };
-    if (start > 0) res.writeHead(206, { ...headers, "content-range": `bytes ${start}-${size - 1}/${size}` });
+    const end = Math.min(to ? Number(to) : Infinity, source.size - 1);
+    const headers = { "accept-ranges": "bytes", "content-length": String(end - start + 1), ...cors };
+    if (range) res.writeHead(206, { ...headers, "content-range": `bytes ${start}-${end}/${source.claimed}` });
     else res.writeHead(200, headers);
-    if (cutOnce && !cut && start === 0 && path.endsWith(cutOnce)) {
+    if (source.buffer) return res.end(source.buffer.subarray(start, end + 1));
+    if (cutOnce && !cut && !range && path.endsWith(cutOnce)) {
       cut = true;
       // Half the file, then the connection drops.
       const half = createReadStream(file, { start: 0, end: Math.floor(size / 2) - 1 });
@@ -146,7 +170,7 @@ export async function startHub({ root, cutOnce, oversized }) {
       half.on("end", () => setTimeout(() => res.socket.end(), 500));
       return;
     }
-    createReadStream(file, { start }).pipe(res);
+    createReadStream(file, { start, end }).pipe(res);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   return { url: `http://127.0.0.1:${server.address().port}`, seen, close: () => server.close() };

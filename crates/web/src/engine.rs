@@ -23,6 +23,7 @@ use fresco_diffusion::web::cache::Cache;
 use fresco_diffusion::web::{
     Fetch, Observer, UrlRepo, device_lost, fetch_bytes, on_device_lost, webgpu,
 };
+use fresco_diffusion::weights::store::preferred_precision;
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -252,7 +253,6 @@ async fn pipeline(
     let buffer_limit = limits
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size);
-    let repo = repo.buffer_limit(buffer_limit);
     let repo = match Cache::open().await {
         Some(cache) => repo.cached(Rc::new(cache)),
         None => {
@@ -275,9 +275,27 @@ async fn pipeline(
         precision: None,
         variant: Some(call.variant.clone().unwrap_or_else(|| "fp16".into())),
     };
-    let pipe = Pipeline::load(&repo, &device, &options, &mut |line| hooks.log(&line))
+    // Before any weights download: every file's header (a `Range` request each, or the cache),
+    // so a model this device cannot hold, or this site's storage cannot, is refused up front.
+    let plan = Pipeline::plan(&repo, &options)
         .await
         .map_err(|e| call.failure(e))?;
+    let files = plan.files();
+    hooks.log(&format!(
+        "{} weight files, {} in all",
+        files.len(),
+        megabytes(files.iter().map(|(_, size)| size).sum())
+    ));
+    plan.check_buffer_limit(buffer_limit, preferred_precision(&device))
+        .map_err(|e| call.failure(e))?;
+    repo.check_room(&files)
+        .await
+        .map_err(|e| call.failure(e.into()))?;
+    let pipe = Pipeline::load_planned(&repo, &plan, &device, &options, &mut |line| {
+        hooks.log(&line)
+    })
+    .await
+    .map_err(|e| call.failure(e))?;
     let pipe = Rc::new(pipe);
     *state.loaded.borrow_mut() = Some(Loaded {
         key,

@@ -373,7 +373,9 @@ mod tests {
             &json!({"model_name": "a/b", "prompt": "p", "image_url": "data:,x", "mask_url": "data:,y"}),
         )
         .unwrap();
-        let lost = call.failure(PipelineError::DeviceLost("Destroyed: device destroyed".into()));
+        let lost = call.failure(PipelineError::DeviceLost(
+            "Destroyed: device destroyed".into(),
+        ));
         assert!(lost.is_device_lost());
         assert_eq!(lost.status(), 500);
         assert_eq!(

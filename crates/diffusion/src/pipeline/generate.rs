@@ -385,10 +385,9 @@ impl Pipeline {
             .vae
             .decode(latents.div_scalar(self.vae.config.scaling_factor as f32))
             .cast(FloatDType::F32);
-        let data = decoded
-            .into_data_async()
-            .await
-            .map_err(|e| readback_failed("reading the image back", e.is_device_poisoned(), e.reason()))?;
+        let data = decoded.into_data_async().await.map_err(|e| {
+            readback_failed("reading the image back", e.is_device_poisoned(), e.reason())
+        })?;
         let values: Vec<f32> = data
             .try_to_vec::<f32>()
             .map_err(|e| PipelineError::Internal(format!("reading the image back: {e:?}")))?;

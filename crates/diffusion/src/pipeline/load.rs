@@ -12,7 +12,7 @@ use crate::models::vae::{AutoencoderKL, VaeConfig};
 use crate::schedulers::SchedulerConfig;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::WeightsError;
-use crate::weights::load::{config_json, load_weights};
+use crate::weights::load::{ComponentFiles, config_json, load_resolved, resolve_weights};
 use crate::weights::repo::ModelIndex;
 use crate::weights::source::RepoSource;
 use crate::weights::store::{Precision, preferred_precision};
@@ -57,15 +57,14 @@ async fn tokenizer(files: &impl RepoSource, dir: &str) -> Result<ClipTokenizer, 
 
 async fn text_encoder(
     files: &impl RepoSource,
-    dir: &str,
+    weights: &ComponentFiles,
     tokenizer_dir: &str,
     device: &Device,
-    options: &LoadOptions,
     precision: Precision,
 ) -> Result<TextEncoder, PipelineError> {
+    let dir = &weights.component;
     let config = ClipTextConfig::from_json(&config_json(files, dir).await?)?;
-    let (mut w, _) =
-        load_weights(files, dir, options.variant.as_deref(), device, precision).await?;
+    let mut w = load_resolved(files, weights, device, precision).await?;
     let model = ClipTextModel::load(config, &mut w)?;
     w.finish(&IGNORABLE)?;
     Ok(TextEncoder {
@@ -87,14 +86,80 @@ fn sample_size(config: &UNetConfig) -> Option<(u32, u32)> {
     }
 }
 
+/// What loading a model will read, found before any weights are: the model index, and each
+/// component's weight files with their headers — so the whole download's size and the largest
+/// tensor are known up front ([`LoadPlan::check_buffer_limit`]).
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    index: ModelIndex,
+    pub text_encoder: ComponentFiles,
+    /// SDXL's second text encoder.
+    pub text_encoder_2: Option<ComponentFiles>,
+    pub unet: ComponentFiles,
+    pub vae: ComponentFiles,
+}
+
+impl LoadPlan {
+    /// Every component's weight files.
+    pub fn components(&self) -> impl Iterator<Item = &ComponentFiles> {
+        [&self.text_encoder]
+            .into_iter()
+            .chain(&self.text_encoder_2)
+            .chain([&self.unet, &self.vae])
+    }
+
+    /// The weight files and their sizes.
+    pub fn files(&self) -> Vec<(&str, u64)> {
+        self.components()
+            .flat_map(|c| c.files.iter().map(|(rel, h)| (rel.as_str(), h.file_size)))
+            .collect()
+    }
+
+    /// Refuses a model one of whose tensors, in the precision it will be loaded in, is larger
+    /// than `limit` bytes — a device's largest storage buffer binding: a model that cannot run
+    /// there is told before anything downloads, not found out by a failed allocation. The VAE
+    /// is counted in f32 (it is upcast when its config asks for it).
+    pub fn check_buffer_limit(
+        &self,
+        limit: u64,
+        precision: Precision,
+    ) -> Result<(), PipelineError> {
+        for component in self.components() {
+            let Some((rel, tensor)) = component.largest() else {
+                continue;
+            };
+            let element = if component.component == "vae" {
+                4
+            } else {
+                precision.dtype().size() as u64
+            };
+            let bytes = tensor.numel() as u64 * element;
+            if bytes > limit {
+                return Err(PipelineError::Weights(WeightsError::Config(format!(
+                    "{rel}: tensor {:?} {:?} needs {:.1} MB in one GPU buffer and this device binds at most {:.1} MB: the model cannot run on this GPU{}",
+                    tensor.name,
+                    tensor.shape,
+                    bytes as f64 / 1e6,
+                    limit as f64 / 1e6,
+                    if element == 4 {
+                        " in f32 (one with shader-f16 needs half)"
+                    } else {
+                        ""
+                    }
+                ))));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Pipeline {
-    /// Loads every component the pipelines need. `log` hears one line per component.
-    pub async fn load(
+    /// Finds what [`Pipeline::load_planned`] will read: the model index, checked for the
+    /// components the pipelines need, and every component's weight files with their headers.
+    pub async fn plan(
         files: &impl RepoSource,
-        device: &Device,
         options: &LoadOptions,
-        log: &mut dyn FnMut(String),
-    ) -> Result<Pipeline, PipelineError> {
+    ) -> Result<LoadPlan, PipelineError> {
         let index =
             ModelIndex::from_json(&files.text("model_index.json").await?.ok_or_else(|| {
                 config_err(
@@ -113,10 +178,46 @@ impl Pipeline {
                 ));
             }
         }
+        let variant = options.variant.as_deref();
+        let text_encoder = resolve_weights(files, "text_encoder", variant).await?;
+        let text_encoder_2 = if index.has("text_encoder_2") {
+            Some(resolve_weights(files, "text_encoder_2", variant).await?)
+        } else {
+            None
+        };
+        Ok(LoadPlan {
+            text_encoder,
+            text_encoder_2,
+            unet: resolve_weights(files, "unet", variant).await?,
+            vae: resolve_weights(files, "vae", variant).await?,
+            index,
+        })
+    }
+
+    /// Loads every component the pipelines need. `log` hears one line per component.
+    pub async fn load(
+        files: &impl RepoSource,
+        device: &Device,
+        options: &LoadOptions,
+        log: &mut dyn FnMut(String),
+    ) -> Result<Pipeline, PipelineError> {
+        let plan = Self::plan(files, options).await?;
+        Self::load_planned(files, &plan, device, options, log).await
+    }
+
+    /// Loads the components `plan` found, streaming each file onto `device`.
+    pub async fn load_planned(
+        files: &impl RepoSource,
+        plan: &LoadPlan,
+        device: &Device,
+        options: &LoadOptions,
+        log: &mut dyn FnMut(String),
+    ) -> Result<Pipeline, PipelineError> {
+        let index = &plan.index;
         let precision = options
             .precision
             .unwrap_or_else(|| preferred_precision(device));
-        let sdxl = index.has("text_encoder_2");
+        let sdxl = plan.text_encoder_2.is_some();
         let flag = |key: &str, default: bool| {
             index
                 .extra
@@ -126,45 +227,30 @@ impl Pipeline {
         };
 
         log("loading the text encoder".into());
-        let first = text_encoder(
-            files,
-            "text_encoder",
-            "tokenizer",
-            device,
-            options,
-            precision,
-        )
-        .await?;
-        let second = if sdxl {
-            log("loading the second text encoder".into());
-            let dir = if index.has("tokenizer_2") {
-                "tokenizer_2"
-            } else {
-                "tokenizer"
-            };
-            Some(text_encoder(files, "text_encoder_2", dir, device, options, precision).await?)
-        } else {
-            None
+        let first = text_encoder(files, &plan.text_encoder, "tokenizer", device, precision).await?;
+        let second = match &plan.text_encoder_2 {
+            Some(weights) => {
+                log("loading the second text encoder".into());
+                let dir = if index.has("tokenizer_2") {
+                    "tokenizer_2"
+                } else {
+                    "tokenizer"
+                };
+                Some(text_encoder(files, weights, dir, device, precision).await?)
+            }
+            None => None,
         };
 
         log("loading the UNet".into());
         let unet_config = UNetConfig::from_json(&config_json(files, "unet").await?)?;
-        let (mut w, _) =
-            load_weights(files, "unet", options.variant.as_deref(), device, precision).await?;
+        let mut w = load_resolved(files, &plan.unet, device, precision).await?;
         let unet = UNet2DConditionModel::load(&unet_config, &mut w)?;
         w.finish(&[])?;
 
         log("loading the VAE".into());
         let vae_config = VaeConfig::from_json(&config_json(files, "vae").await?)?;
         let vae_precision = vae_config.precision(precision);
-        let (mut w, _) = load_weights(
-            files,
-            "vae",
-            options.variant.as_deref(),
-            device,
-            vae_precision,
-        )
-        .await?;
+        let mut w = load_resolved(files, &plan.vae, device, vae_precision).await?;
         let vae = AutoencoderKL::load(vae_config, &mut w)?;
         w.finish(&[])?;
 

@@ -118,6 +118,15 @@ pub struct CachedFile {
     pub size: u64,
 }
 
+/// What the cache knows of a URL, without the network.
+pub enum Known {
+    /// The server has no such file (a remembered 404).
+    Missing,
+    Complete(CachedFile),
+    /// Not cached, or only partly.
+    Unknown,
+}
+
 impl Cache {
     pub async fn open() -> Option<Cache> {
         let global = js_sys::global();
@@ -189,6 +198,25 @@ impl Cache {
         }
     }
 
+    /// What the cache holds of `url`.
+    pub async fn known(&self, url: &str) -> Result<Known, WeightsError> {
+        let key = key(url);
+        let Some(m) = self.meta(&key).await.filter(|m| m.url == url) else {
+            return Ok(Known::Unknown);
+        };
+        if m.status == 404 {
+            return Ok(Known::Missing);
+        }
+        if m.complete
+            && let Some(handle) = self.handle(format!("{key}.bin"), false).await?
+            && let size = handle.size()?
+            && Some(size) == m.size
+        {
+            return Ok(Known::Complete(CachedFile { size, key }));
+        }
+        Ok(Known::Unknown)
+    }
+
     /// The file at `url` from the cache, downloaded into it first if it is not there (or only
     /// partly): `None` when the server has no such file (404).
     pub async fn get(
@@ -197,23 +225,35 @@ impl Cache {
         file: &str,
         observe: &dyn Fn(Fetch<'_>),
     ) -> Result<Option<CachedFile>, WeightsError> {
-        let key = key(url);
-        let meta = self.meta(&key).await.filter(|m| m.url == url);
-        if let Some(m) = &meta {
-            if m.status == 404 {
-                return Ok(None);
+        match self.known(url).await? {
+            Known::Missing => return Ok(None),
+            Known::Complete(cached) => {
+                observe(Fetch::Cached {
+                    file,
+                    bytes: cached.size,
+                });
+                return Ok(Some(cached));
             }
-            if m.complete
-                && let Some(handle) = self.handle(format!("{key}.bin"), false).await?
-                && let size = handle.size()?
-                && Some(size) == m.size
-            {
-                observe(Fetch::Cached { file, bytes: size });
-                return Ok(Some(CachedFile { size, key }));
-            }
+            Known::Unknown => {}
         }
-        let resumable = meta.is_some_and(|m| m.status == 200 && !m.complete);
+        let key = key(url);
+        let resumable = self
+            .meta(&key)
+            .await
+            .is_some_and(|m| m.url == url && m.status == 200 && !m.complete);
         self.download(url, file, key, resumable, observe).await
+    }
+
+    /// Remembers that the server has no file at `url` (it answered 404).
+    pub async fn set_missing(&self, url: &str) -> Result<(), WeightsError> {
+        self.remove(url).await;
+        let meta = Meta {
+            url: url.into(),
+            status: 404,
+            size: None,
+            complete: true,
+        };
+        self.set_meta(&key(url), &meta).await
     }
 
     async fn download(
@@ -254,17 +294,7 @@ impl Cache {
             match status {
                 404 => {
                     drop(bin);
-                    self.remove(url).await;
-                    self.set_meta(
-                        &key,
-                        &Meta {
-                            url: url.into(),
-                            status: 404,
-                            size: None,
-                            complete: true,
-                        },
-                    )
-                    .await?;
+                    self.set_missing(url).await?;
                     return Ok(None);
                 }
                 206 if have > 0 => {}
@@ -353,6 +383,20 @@ impl Cache {
         }
     }
 
+    /// The first `len` bytes of a cached file (all of it if it is shorter).
+    pub async fn read_prefix(&self, file: &CachedFile, len: u64) -> Result<Vec<u8>, WeightsError> {
+        let handle = self
+            .handle(format!("{}.bin", file.key), false)
+            .await?
+            .ok_or_else(|| {
+                WeightsError::Config("a cached file vanished while it was read".into())
+            })?;
+        let len = len.min(file.size);
+        let buf = Uint8Array::new_with_length(len as u32);
+        let n = handle.read(&buf, 0)?;
+        Ok(buf.subarray(0, n as u32).to_vec())
+    }
+
     /// Reads a cached file in chunks of up to 1 MiB.
     pub async fn read(
         &self,
@@ -381,8 +425,9 @@ impl Cache {
     }
 }
 
-/// Refuses a download the site's storage quota cannot hold, before it starts.
-async fn check_quota(url: &str, need: u64) -> Result<(), WeightsError> {
+/// Refuses a download of `need` bytes (of `what`) the site's storage quota cannot hold, before
+/// it starts.
+pub async fn check_quota(what: &str, need: u64) -> Result<(), WeightsError> {
     let global = js_sys::global();
     let Some(storage) = get_opt(&global, "navigator").and_then(|n| get_opt(&n, "storage")) else {
         return Ok(());
@@ -398,7 +443,7 @@ async fn check_quota(url: &str, need: u64) -> Result<(), WeightsError> {
     let (quota, usage) = (num("quota"), num("usage"));
     if quota > 0 && need > quota.saturating_sub(usage) {
         return Err(WeightsError::Config(format!(
-            "not enough storage to cache {url}: it needs {:.1} MB and this site may use {:.1} MB more (the browser's quota): free space or clear this site's data",
+            "not enough storage to cache {what}: it needs {:.1} MB and this site may use {:.1} MB more (the browser's quota): free space or clear this site's data",
             need as f64 / 1e6,
             quota.saturating_sub(usage) as f64 / 1e6
         )));

@@ -14,10 +14,10 @@ use wasm_bindgen::{JsCast, JsValue};
 
 use crate::weights::WeightsError;
 use crate::weights::repo::RepoLocation;
-use crate::weights::safetensors::{SafetensorsStream, TensorBytes};
+use crate::weights::safetensors::{Header, Prefix, SafetensorsStream, TensorBytes, read_prefix};
 use crate::weights::source::RepoSource;
 use crate::weights::store::{Precision, Weights};
-use cache::Cache;
+use cache::{Cache, Known};
 use js::{call, call_async, describe, get, get_opt, object};
 
 fn network(url: &str, e: &JsValue) -> WeightsError {
@@ -55,10 +55,7 @@ pub async fn webgpu() -> Result<(Device, GpuLimits), WeightsError> {
         .map_err(|e| WeightsError::Config(format!("WebGPU is not available: {e}")))?;
     let limits = setup.device.limits();
     let limits = GpuLimits {
-        shader_f16: setup
-            .device
-            .features()
-            .contains(wgpu::Features::SHADER_F16),
+        shader_f16: setup.device.features().contains(wgpu::Features::SHADER_F16),
         max_buffer_size: limits.max_buffer_size,
         max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
     };
@@ -158,15 +155,17 @@ fn status(response: &JsValue) -> u16 {
         .unwrap_or(0.0) as u16
 }
 
+/// A response header, if the response has it (and CORS lets the page see it).
+fn header(response: &JsValue, name: &str) -> Option<String> {
+    let headers = get_opt(response, "headers")?;
+    call(&headers, "get", &[&JsValue::from_str(name)])
+        .ok()?
+        .as_string()
+}
+
 /// The `Content-Length` of a response, if it has one.
 fn content_length(response: &JsValue) -> Option<u64> {
-    let headers = get_opt(response, "headers")?;
-    call(&headers, "get", &[&JsValue::from_str("content-length")])
-        .ok()?
-        .as_string()?
-        .trim()
-        .parse()
-        .ok()
+    header(response, "content-length")?.trim().parse().ok()
 }
 
 /// `fetch(url)`'s response; `None` for a 404 (the file does not exist), an error naming the URL
@@ -226,6 +225,11 @@ impl BodyReader {
             .map_err(|e| network(&self.url, &e))
     }
 
+    /// Stops the body (the rest is not wanted).
+    fn cancel(self) {
+        let _ = call(&self.reader, "cancel", &[]);
+    }
+
     /// The next chunk copied into wasm memory.
     async fn next(&mut self) -> Result<Option<Vec<u8>>, WeightsError> {
         Ok(self.next_js().await?.map(|v| {
@@ -263,8 +267,6 @@ pub struct UrlRepo {
     base: String,
     cache: Option<Rc<Cache>>,
     observe: Option<Observer>,
-    /// The largest tensor the device can bind, in bytes.
-    buffer_limit: Option<u64>,
 }
 
 impl UrlRepo {
@@ -273,7 +275,6 @@ impl UrlRepo {
             base: base.trim_end_matches('/').to_owned(),
             cache: None,
             observe: None,
-            buffer_limit: None,
         }
     }
 
@@ -305,35 +306,6 @@ impl UrlRepo {
     pub fn observed(mut self, observe: Observer) -> Self {
         self.observe = Some(observe);
         self
-    }
-
-    /// Refuses, with an error naming it, a tensor larger than `bytes` in the precision it is
-    /// loaded in (the device's largest storage buffer binding), before it reaches the device —
-    /// instead of a failed allocation there.
-    pub fn buffer_limit(mut self, bytes: u64) -> Self {
-        self.buffer_limit = Some(bytes);
-        self
-    }
-
-    /// Stores a tensor, after checking it against [`UrlRepo::buffer_limit`].
-    fn insert(&self, weights: &mut Weights, t: TensorBytes, url: &str) -> Result<(), WeightsError> {
-        let element = weights.precision().dtype().size() as u64;
-        let bytes = t.info.numel() as u64 * element;
-        if let Some(limit) = self.buffer_limit.filter(|&l| bytes > l) {
-            return Err(WeightsError::Config(format!(
-                "{url}: tensor {:?} {:?} needs {:.1} MB in one GPU buffer and this device binds at most {:.1} MB: the model cannot run on this GPU{}",
-                t.info.name,
-                t.info.shape,
-                bytes as f64 / 1e6,
-                limit as f64 / 1e6,
-                if element == 4 {
-                    " in f32 (one with shader-f16 needs half)"
-                } else {
-                    ""
-                }
-            )));
-        }
-        weights.insert(t, url)
     }
 
     /// The base every file is read under.
@@ -375,6 +347,72 @@ impl UrlRepo {
     }
 }
 
+/// How much of a safetensors file is asked for first to read its header (an SDXL UNet's is about
+/// 200 KB; a longer one takes a second request).
+const HEADER_GUESS: u64 = 256 << 10;
+
+impl UrlRepo {
+    /// Refuses, before anything downloads, a set of files (`(path, size)`) that the site's
+    /// storage quota cannot hold — counting only those not cached yet.
+    pub async fn check_room(&self, files: &[(&str, u64)]) -> Result<(), WeightsError> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let mut need = 0;
+        let mut missing = Vec::new();
+        for &(rel, size) in files {
+            if !matches!(cache.known(&self.url(rel)).await?, Known::Complete(_)) {
+                need += size;
+                missing.push(rel);
+            }
+        }
+        if need == 0 {
+            return Ok(());
+        }
+        let what = match missing.as_slice() {
+            [one] => self.url(one),
+            many => format!("{} ({})", self.base, many.join(", ")),
+        };
+        cache::check_quota(&what, need).await
+    }
+
+    /// The first `len` bytes of `rel` over the network (a `Range` request; a server that sends
+    /// the whole file instead is read no further), with the file's full size when the server
+    /// tells it; `None` for a 404.
+    async fn fetch_prefix(
+        &self,
+        url: &str,
+        len: u64,
+    ) -> Result<Option<(Vec<u8>, Option<u64>)>, WeightsError> {
+        let range = format!("bytes=0-{}", len - 1);
+        let response = fetch_response(url, Some(&range)).await?;
+        let total = match status(&response) {
+            404 => return Ok(None),
+            // `Content-Range: bytes 0-N/TOTAL` (TOTAL may be `*`).
+            206 => header(&response, "content-range")
+                .and_then(|r| r.rsplit('/').next()?.trim().parse().ok()),
+            200..=299 => content_length(&response),
+            other => {
+                return Err(WeightsError::Network {
+                    url: url.to_owned(),
+                    message: format!("the server answered {other}"),
+                });
+            }
+        };
+        let mut body = BodyReader::new(url, &response)?;
+        let mut bytes = Vec::new();
+        while (bytes.len() as u64) < len {
+            match body.next().await? {
+                Some(chunk) => bytes.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        body.cancel();
+        bytes.truncate(len as usize);
+        Ok(Some((bytes, total)))
+    }
+}
+
 impl RepoSource for UrlRepo {
     async fn text(&self, rel: &str) -> Result<Option<String>, WeightsError> {
         let url = self.url(rel);
@@ -413,7 +451,7 @@ impl RepoSource for UrlRepo {
                 let mut stream = SafetensorsStream::new(url.clone());
                 let found = self
                     .read_cached(cache, rel, &mut |chunk| {
-                        stream.feed(chunk, &mut |t| self.insert(weights, t, &url))
+                        stream.feed(chunk, &mut |t| weights.insert(t, &url))
                     })
                     .await?;
                 if found && let Err(e) = stream.finish() {
@@ -429,12 +467,60 @@ impl RepoSource for UrlRepo {
                         total: content_length(&response),
                         from: 0,
                     });
-                    read_safetensors_body(&url, &response, &mut |t| self.insert(weights, t, &url))
+                    read_safetensors_body(&url, &response, &mut |t| weights.insert(t, &url))
                         .await?;
                     Ok(true)
                 }
                 None => Ok(false),
             },
+        }
+    }
+
+    async fn safetensors_header(&self, rel: &str) -> Result<Option<Header>, WeightsError> {
+        let url = self.url(rel);
+        let cached = match &self.cache {
+            Some(cache) => match cache.known(&url).await? {
+                Known::Missing => return Ok(None),
+                Known::Complete(file) => Some((cache, file)),
+                Known::Unknown => None,
+            },
+            None => None,
+        };
+        let mut want = HEADER_GUESS;
+        loop {
+            let (prefix, total) = match &cached {
+                Some((cache, file)) => (cache.read_prefix(file, want).await?, Some(file.size)),
+                None => match self.fetch_prefix(&url, want).await? {
+                    Some(got) => got,
+                    None => {
+                        if let Some(cache) = &self.cache {
+                            cache.set_missing(&url).await?;
+                        }
+                        return Ok(None);
+                    }
+                },
+            };
+            let read = read_prefix(&prefix, &url);
+            if let (Err(_), Some((cache, _))) = (&read, &cached) {
+                // A corrupt copy is forgotten: the next load downloads it again.
+                cache.remove(&url).await;
+            }
+            match read? {
+                Prefix::Header(mut header) => {
+                    if let Some(total) = total {
+                        header.file_size = total;
+                    }
+                    return Ok(Some(header));
+                }
+                // The header is longer than the first guess: ask for all of it.
+                Prefix::Needs(n) if prefix.len() as u64 == want => want = n,
+                Prefix::Needs(_) => {
+                    return Err(WeightsError::corrupt(
+                        &url,
+                        "the file ends inside its header (truncated?)",
+                    ));
+                }
+            }
         }
     }
 }

@@ -132,6 +132,60 @@ pub fn parse_header(json: &[u8], file: &str) -> Result<Vec<TensorInfo>, WeightsE
     Ok(tensors)
 }
 
+/// The 8-byte little-endian header length at the start of a file, checked for plausibility.
+fn header_len(first: [u8; 8], file: &str) -> Result<u64, WeightsError> {
+    let n = u64::from_le_bytes(first);
+    if n > MAX_HEADER_BYTES {
+        return Err(WeightsError::corrupt(
+            file,
+            format!("header length {n} is implausible: not a safetensors file?"),
+        ));
+    }
+    Ok(n)
+}
+
+/// A safetensors file's table of contents, read from its first bytes alone (no tensor data):
+/// enough to know, before downloading a checkpoint, what it will take to hold it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// The tensors, in data order.
+    pub tensors: Vec<TensorInfo>,
+    /// The file's size in bytes: as the server that has it reports it, else `8 + header + data`.
+    pub file_size: u64,
+}
+
+impl Header {
+    /// The tensor with the most elements.
+    pub fn largest(&self) -> Option<&TensorInfo> {
+        self.tensors.iter().max_by_key(|t| t.numel())
+    }
+}
+
+/// What the first bytes of a safetensors file tell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prefix {
+    Header(Header),
+    /// The header needs the file's first `n` bytes: `prefix` was shorter.
+    Needs(u64),
+}
+
+/// Reads the header from a file's first bytes (`prefix`, as many as the caller has).
+pub fn read_prefix(prefix: &[u8], file: &str) -> Result<Prefix, WeightsError> {
+    let Some(first) = prefix.first_chunk::<8>() else {
+        return Ok(Prefix::Needs(8));
+    };
+    let n = header_len(*first, file)?;
+    let Some(json) = prefix.get(8..8 + n as usize) else {
+        return Ok(Prefix::Needs(8 + n));
+    };
+    let tensors = parse_header(json, file)?;
+    let data = tensors.iter().map(|t| t.end).max().unwrap_or(0);
+    Ok(Prefix::Header(Header {
+        tensors,
+        file_size: 8 + n + data,
+    }))
+}
+
 enum State {
     /// Reading the 8-byte length, then the JSON.
     Header { buf: Vec<u8>, len: Option<u64> },
@@ -193,16 +247,8 @@ impl SafetensorsStream {
                     }
                     match len {
                         None => {
-                            let n = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
-                            if n > MAX_HEADER_BYTES {
-                                return Err(WeightsError::corrupt(
-                                    &self.file,
-                                    format!(
-                                        "header length {n} is implausible: not a safetensors file?"
-                                    ),
-                                )
-                                .into());
-                            }
+                            let first = buf.first_chunk::<8>().copied().unwrap_or_default();
+                            let n = header_len(first, &self.file)?;
                             *len = Some(n);
                             buf.clear();
                             buf.reserve_exact(n as usize);
@@ -368,6 +414,35 @@ mod tests {
         )
         .unwrap();
         out
+    }
+
+    #[test]
+    fn the_header_is_read_from_the_first_bytes_alone() {
+        let file = sample();
+        let n = u64::from_le_bytes(file[..8].try_into().unwrap());
+        assert_eq!(read_prefix(&file[..5], "f").unwrap(), Prefix::Needs(8));
+        assert_eq!(read_prefix(&file[..8], "f").unwrap(), Prefix::Needs(8 + n));
+        let end = 8 + n as usize;
+        assert_eq!(
+            read_prefix(&file[..end - 1], "f").unwrap(),
+            Prefix::Needs(8 + n)
+        );
+        // The header alone is enough; the data need not be there.
+        let Prefix::Header(header) = read_prefix(&file[..end], "f").unwrap() else {
+            panic!("the header is complete");
+        };
+        assert_eq!(header.file_size, file.len() as u64);
+        let names: Vec<_> = header.tensors.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["b.weight", "a.weight", "empty"]);
+        assert_eq!(header.largest().unwrap().name, "a.weight");
+        let mut garbage = file.clone();
+        garbage[..8].fill(0xff);
+        assert!(
+            read_prefix(&garbage, "f")
+                .unwrap_err()
+                .to_string()
+                .contains("implausible")
+        );
     }
 
     fn read_all(bytes: &[u8], chunk: usize) -> Result<Vec<TensorBytes>, WeightsError> {
