@@ -25,9 +25,9 @@ async fn handler(State(state): State<AppState>, req: Request<Body>) -> Response 
     dispatch(state, req).await
 }
 
-/// Headers a browser on another origin may read.
-const EXPOSED_HEADERS: &str =
-    "x-fal-request-id, x-fal-request-timeout-type, x-fal-error-type, x-fresco-proxy-error";
+/// Headers a browser on another origin may read (`content-range` for the local engine, which
+/// reads a model file's size from its answer to a `Range` request).
+const EXPOSED_HEADERS: &str = "x-fal-request-id, x-fal-request-timeout-type, x-fal-error-type, x-fresco-proxy-error, content-range, accept-ranges";
 
 /// Routes one request.
 pub async fn dispatch(state: AppState, req: Request<Body>) -> Response {
