@@ -383,14 +383,16 @@ impl Cache {
         }
     }
 
+    /// A cached file's bytes, opened to be read.
+    async fn open_bin(&self, file: &CachedFile) -> Result<Handle, WeightsError> {
+        self.handle(format!("{}.bin", file.key), false)
+            .await?
+            .ok_or_else(|| WeightsError::Config("a cached file vanished while it was read".into()))
+    }
+
     /// The first `len` bytes of a cached file (all of it if it is shorter).
     pub async fn read_prefix(&self, file: &CachedFile, len: u64) -> Result<Vec<u8>, WeightsError> {
-        let handle = self
-            .handle(format!("{}.bin", file.key), false)
-            .await?
-            .ok_or_else(|| {
-                WeightsError::Config("a cached file vanished while it was read".into())
-            })?;
+        let handle = self.open_bin(file).await?;
         let len = len.min(file.size);
         let buf = Uint8Array::new_with_length(len as u32);
         let n = handle.read(&buf, 0)?;
@@ -403,12 +405,7 @@ impl Cache {
         file: &CachedFile,
         on_chunk: &mut dyn FnMut(&[u8]) -> Result<(), WeightsError>,
     ) -> Result<(), WeightsError> {
-        let handle = self
-            .handle(format!("{}.bin", file.key), false)
-            .await?
-            .ok_or_else(|| {
-                WeightsError::Config("a cached file vanished while it was read".into())
-            })?;
+        let handle = self.open_bin(file).await?;
         let buf = Uint8Array::new_with_length(READ_CHUNK);
         let mut chunk = vec![0u8; READ_CHUNK as usize];
         let mut at = 0;
