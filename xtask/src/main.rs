@@ -106,46 +106,60 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
             run(ctx.cargo().args(["fmt", "--all", "--", "--check"]))
         })?;
     }
-    // Clippy runs inside the test build: clippy-driver as the workspace's compiler wrapper lints
-    // our crates while compiling them, so the dependency tree (Burn's above all) is compiled once
-    // instead of once for `cargo clippy` and again for `cargo test`.
+    // Clippy runs inside every build from here on (`Ctx::cargo`): native, wasm, the npm module.
+    let linted = Ctx {
+        clippy: if lint {
+            Some(setup::clippy_driver()?)
+        } else {
+            None
+        },
+        ..ctx.clone()
+    };
+    let ctx = &linted;
     let name = if lint {
         "native tests, linted by clippy -D warnings"
     } else {
         "native tests"
     };
-    timed(name, &mut || run(&mut native_tests(ctx, lint, &[])?))?;
-    timed("browser tests (headless Chromium, WebGPU)", &mut || {
-        let driver = setup::chromedriver()?;
-        let wasm_test = |package: &str, extra: &[&str], fixtures: Option<&str>| {
-            let mut cmd = ctx.cargo();
-            cmd.args([
-                "test",
-                "-p",
-                package,
-                "--target",
-                "wasm32-unknown-unknown",
-                "--locked",
-            ])
-            .args(extra)
-            .env("CHROMEDRIVER", &driver)
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "600");
-            if let Some(url) = fixtures {
-                cmd.env("FRESCO_FIXTURES_URL", url);
-            }
-            run(&mut cmd)
-        };
-        wasm_test("fresco-web", &["--features", "webgpu"], None)?;
-        // The engine's browser test streams the committed tiny models over HTTP: fresco serve
-        // hands out tests/fixtures, on a fixed port so the test is not rebuilt for a new URL.
-        let fixtures = fixture_server(ctx)?;
-        let url = fixtures.url()?;
-        wasm_test(
-            "fresco-diffusion",
-            &["--test", "browser", "--test", "browser_worker"],
-            Some(&url),
-        )
+    timed(name, &mut || {
+        run(ctx
+            .cargo()
+            .args(["test", "--workspace", "--all-targets", "--locked"]))
     })?;
+    timed(
+        "browser tests (headless Chromium, WebGPU), linted too",
+        &mut || {
+            let driver = setup::chromedriver()?;
+            let wasm_test = |package: &str, extra: &[&str], fixtures: Option<&str>| {
+                let mut cmd = ctx.cargo();
+                cmd.args([
+                    "test",
+                    "-p",
+                    package,
+                    "--target",
+                    "wasm32-unknown-unknown",
+                    "--locked",
+                ])
+                .args(extra)
+                .env("CHROMEDRIVER", &driver)
+                .env("WASM_BINDGEN_TEST_TIMEOUT", "600");
+                if let Some(url) = fixtures {
+                    cmd.env("FRESCO_FIXTURES_URL", url);
+                }
+                run(&mut cmd)
+            };
+            wasm_test("fresco-web", &["--features", "webgpu"], None)?;
+            // The engine's browser test streams the committed tiny models over HTTP: fresco serve
+            // hands out tests/fixtures, on a fixed port so the test is not rebuilt for a new URL.
+            let fixtures = fixture_server(ctx)?;
+            let url = fixtures.url()?;
+            wasm_test(
+                "fresco-diffusion",
+                &["--test", "browser", "--test", "browser_worker"],
+                Some(&url),
+            )
+        },
+    )?;
     // The native tests built target/debug/fresco (the CLI's integration tests run it). Building it
     // again with `-p fresco-cli` would resolve dependency features differently and compile the
     // whole tree a second time.
@@ -184,21 +198,6 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
         println!("  {:>6.1} s  {name}", d.as_secs_f64());
     }
     Ok(())
-}
-
-/// `cargo test --workspace --all-targets --locked [extra]`, linted by clippy when `lint`.
-fn native_tests(ctx: &Ctx, lint: bool, extra: &[&str]) -> Result<std::process::Command> {
-    let mut cmd = ctx.cargo();
-    cmd.args(["test", "--workspace", "--all-targets", "--locked"])
-        .args(extra);
-    if lint {
-        cmd.env("RUSTC_WORKSPACE_WRAPPER", setup::clippy_driver()?)
-            .env(
-                "CLIPPY_ARGS",
-                "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
-            );
-    }
-    Ok(cmd)
 }
 
 /// `fresco serve` over tests/fixtures, reachable from the browser tests' origin.

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 pub type Result<T = ()> = std::result::Result<T, String>;
 
 /// Where things are.
+#[derive(Clone)]
 pub struct Ctx {
     pub root: PathBuf,
     pub target_dir: PathBuf,
+    /// clippy-driver, when every build should be linted as it compiles (`cargo xtask test`).
+    pub clippy: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -49,7 +52,11 @@ impl Ctx {
                 unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
             }
         }
-        Ctx { root, target_dir }
+        Ctx {
+            root,
+            target_dir,
+            clippy: None,
+        }
     }
 
     /// A `cargo` command in the workspace, with the shared target directory.
@@ -57,6 +64,15 @@ impl Ctx {
         let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         c.current_dir(&self.root)
             .env("CARGO_TARGET_DIR", &self.target_dir);
+        // clippy-driver as the workspace's compiler wrapper lints our crates while compiling
+        // them (natively and for wasm32), so the dependency trees (Burn's above all) are compiled
+        // once instead of once for `cargo clippy` and again for `cargo test`.
+        if let Some(driver) = &self.clippy {
+            c.env("RUSTC_WORKSPACE_WRAPPER", driver).env(
+                "CLIPPY_ARGS",
+                "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+            );
+        }
         c
     }
 
