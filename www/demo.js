@@ -3,7 +3,7 @@
 // server through its proxy route. `cargo xtask demo` serves this directory with the npm package in
 // ./pkg, the built-in tiny model in Hugging Face layout under ./hub, and ./demo.json (where the
 // server keeps that model, for the remote mode).
-import { createFalClient } from "./pkg/index.js";
+import { createFalClient, localModelCache } from "./pkg/index.js";
 
 const $ = (id) => document.getElementById(id);
 const demo = await fetch("demo.json").then((r) => (r.ok ? r.json() : {})).catch(() => ({}));
@@ -270,8 +270,31 @@ async function inpaint() {
     controller = null;
     $("run").disabled = false;
     $("stop").disabled = true;
+    if (where === "local") showCache().catch((e) => console.warn("model cache:", e));
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The model cache: what the local runs keep on this device, and a way to free it.
+
+async function showCache() {
+  if (webgpu || !navigator.storage?.getDirectory) return;
+  const { bytes, files } = await localModelCache.usage();
+  $("cache-row").hidden = false;
+  $("cache-size").textContent = files.length ? `${(bytes / 1e6).toFixed(1)} MB in ${files.length} files` : "none";
+  $("clear-cache").disabled = !files.length;
+}
+
+$("clear-cache").addEventListener("click", async () => {
+  try {
+    await localModelCache.clear();
+    say("the cached models are gone: the next run on this device downloads its model again");
+  } catch (e) {
+    say(e.message, true);
+  }
+  await showCache();
+});
+showCache().catch((e) => console.warn("model cache:", e));
 
 $("run").addEventListener("click", inpaint);
 $("stop").addEventListener("click", () => controller?.abort());

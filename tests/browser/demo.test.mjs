@@ -109,6 +109,9 @@ test("demo: a person opens an image, paints, and inpaints on this device and on 
   assert.match(await page.textContent("#step-label"), /^step 3 of 3$/);
   assert.match(await page.textContent("#log"), /loading the UNet/);
   assert.match(await page.textContent("#status"), /^done in [\d.]+ s \(seed 42\)$/);
+  // The model it downloaded is now cached on this device, and the page says how much.
+  await page.waitForFunction(() => /MB in \d+ files$/.test(document.getElementById("cache-size").textContent), null, { timeout: 30_000 });
+  assert.match(await page.textContent("#cache-size"), /^1[5-9]\.\d MB in \d+ files$/);
   await page.screenshot({ path: join(shots, "demo-local.png") });
 
   // Again with a scheduler (the page then calls fal-ai/lora/inpaint), the model still loaded.
@@ -128,6 +131,12 @@ test("demo: a person opens an image, paints, and inpaints on this device and on 
   assert.match(await page.getAttribute("#download", "href"), /^http:\/\/127\.0\.0\.1:\d+\//);
   await page.screenshot({ path: join(shots, "demo-remote.png") });
   console.log(`screenshots in ${shots}`);
+
+  // The cached model can be cleared from the page.
+  await page.click("#clear-cache");
+  await page.waitForFunction(() => document.getElementById("cache-size").textContent === "none", null, { timeout: 30_000 });
+  assert.match(await page.textContent("#status"), /^the cached models are gone/);
+  assert.equal(await page.isDisabled("#clear-cache"), true);
   assert.deepEqual(pageErrors, []);
 });
 

@@ -1,7 +1,7 @@
 // Runs in the page of local.test.mjs: @fresco/client in local mode (the engine in a Web Worker on
 // SwiftShader's WebGPU), the tiny SDXL-inpaint model read by its Hugging Face id from the hub the
 // page's `?hub=` names (the test's hub server, on another origin).
-import { fal, createFalClient, ValidationError, ApiError } from "./pkg/index.js";
+import { fal, createFalClient, localModelCache, ValidationError, ApiError } from "./pkg/index.js";
 
 const MODEL = "fresco/tiny-sdxl-inpaint";
 const PROMPT = "a red fox sitting in fresh snow";
@@ -259,6 +259,17 @@ export const scenarios = {
       onQueueUpdate: (u) => (last = u),
     });
     return outcome(result, last);
+  },
+
+  /** `localModelCache`: what the cache holds, then cleared. */
+  async cache() {
+    const before = await localModelCache.usage();
+    await localModelCache.clear();
+    const after = await localModelCache.usage();
+    const root = await navigator.storage.getDirectory();
+    const entries = [];
+    for await (const [name] of root.entries()) entries.push(name);
+    return { before, after, entries };
   },
 
   /** One client with both: the local endpoints run here, every other one goes to the proxy. */

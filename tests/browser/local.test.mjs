@@ -258,6 +258,16 @@ test("local: a lost GPU device fails the call it ran, and the calls after it run
   assert.deepEqual(pageErrors, []);
 });
 
+test("local: localModelCache tells what is cached, and clears it", async () => {
+  const r = await run("cache");
+  const unet = r.before.files.find((f) => f.url.endsWith(UNET));
+  assert.deepEqual(unet, { url: `${hub.url}${UNET}`, bytes: 2158184, complete: true }, JSON.stringify(r.before.files));
+  assert.equal(r.before.bytes, r.before.files.reduce((sum, f) => sum + f.bytes, 0));
+  assert.ok(r.before.bytes > 15_000_000, String(r.before.bytes));
+  assert.deepEqual(r.after, { bytes: 0, files: [] });
+  assert.ok(!r.entries.includes("fresco-cache"), r.entries.join());
+});
+
 test("remote: the same page through fresco's proxy", { timeout: 600_000 }, async () => {
   const r = await run("remote", modelDir);
   assert.ok(r.url.startsWith(base), r.url);

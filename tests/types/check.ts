@@ -6,6 +6,7 @@ import {
   createFalClient,
   fal,
   isCompletedQueueStatus,
+  localModelCache,
   parseEndpointId,
   ValidationError,
   withMiddleware,
@@ -22,6 +23,11 @@ fal.config({ local: true });
 createFalClient({ proxyUrl: "/api/fal/proxy", local: { endpoints: ["fal-ai/inpaint"], hubUrl: "https://huggingface.co" } });
 // @ts-expect-error hubUrl is a string
 fal.config({ local: { hubUrl: 1 } });
+async function cache() {
+  const { bytes, files } = await localModelCache.usage();
+  const first: string | undefined = files[0]?.url;
+  if (bytes > 1e9 && first && !files[0].complete) await localModelCache.clear();
+}
 
 async function usage(image: Blob) {
   const result: Result<InpaintOutput> = await fal.subscribe("fal-ai/inpaint", {
@@ -80,3 +86,4 @@ async function usage(image: Blob) {
   return [url, seed, first, untyped, completed, fileUrl, owner, alias, path, middleware];
 }
 void usage;
+void cache;

@@ -121,19 +121,43 @@ fn read_image(path: &Path, what: &str) -> anyhow::Result<image::DynamicImage> {
     decode(&bytes, what).with_context(|| format!("{}", path.display()))
 }
 
-/// The Burn device and precision for `--device` and `--f16`.
-pub fn device(device: DeviceArg, f16: bool) -> anyhow::Result<(Device, Precision)> {
+/// Where a model runs: the Burn device, the precision, and the largest buffer the device binds
+/// (a GPU's limit; `None` on the CPU).
+pub struct Compute {
+    pub device: Device,
+    pub precision: Precision,
+    pub buffer_limit: Option<u64>,
+}
+
+/// The [`Compute`] for `--device` and `--f16`.
+pub fn device(device: DeviceArg, f16: bool) -> anyhow::Result<Compute> {
     Ok(match (device, f16) {
-        (DeviceArg::Cpu, false) => (Device::flex(), Precision::F32),
+        (DeviceArg::Cpu, false) => Compute {
+            device: Device::flex(),
+            precision: Precision::F32,
+            buffer_limit: None,
+        },
         (DeviceArg::Cpu, true) => {
             bail!("--f16 needs --device wgpu (the CPU backend computes in f32)")
         }
         (DeviceArg::Wgpu, f16) => {
-            let device = Device::wgpu(DeviceKind::DefaultDevice);
+            let (device, setup) = Device::wgpu_options()
+                .device_kind(DeviceKind::DefaultDevice)
+                .init_with_setup()
+                .map_err(|e| anyhow::anyhow!("--device wgpu: no usable adapter: {e}"))?;
             if f16 && !device.supports_dtype(burn::tensor::FloatDType::F16) {
                 bail!("--f16: this wgpu adapter has no shader-f16");
             }
-            (device, if f16 { Precision::F16 } else { Precision::F32 })
+            let limits = setup.device.limits();
+            Compute {
+                device,
+                precision: if f16 { Precision::F16 } else { Precision::F32 },
+                buffer_limit: Some(
+                    limits
+                        .max_storage_buffer_binding_size
+                        .min(limits.max_buffer_size),
+                ),
+            }
         }
     })
 }
@@ -151,7 +175,11 @@ pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()
         .as_deref()
         .map(|m| read_image(m, "--mask"))
         .transpose()?;
-    let (device, precision) = device(args.device, args.f16)?;
+    let Compute {
+        device,
+        precision,
+        buffer_limit,
+    } = device(args.device, args.f16)?;
     let seed = args.seed.unwrap_or_else(random_seed);
 
     let started = Instant::now();
@@ -163,6 +191,7 @@ pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()
     let options = LoadOptions {
         precision: Some(precision),
         variant: args.variant.clone(),
+        buffer_limit,
     };
     let pipe = Pipeline::load(&files, &device, &options, &mut |line| eprintln!("{line}"))
         .await

@@ -144,11 +144,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "not set (only local endpoints and storage)"
         },
     );
-    let (device, precision) = crate::generate::device(args_device, args_f16)?;
+    let compute = crate::generate::device(args_device, args_f16)?;
     let mut registry = Registry::builtin();
     registry.register_engine(std::sync::Arc::new(
-        fresco_server::endpoints::inpaint::Engine::new(device, Some(precision))
-            .map_err(|e| anyhow::anyhow!("the engine: {e}"))?,
+        fresco_server::endpoints::inpaint::Engine::new(
+            compute.device,
+            Some(compute.precision),
+            compute.buffer_limit,
+        )
+        .map_err(|e| anyhow::anyhow!("the engine: {e}"))?,
     ));
     let server = fresco_server::start(config, registry)
         .await

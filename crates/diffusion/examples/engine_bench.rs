@@ -698,7 +698,7 @@ async fn load_f32(
     )?;
     let options = LoadOptions {
         precision: Some(Precision::F32),
-        variant: None,
+        ..LoadOptions::default()
     };
     Ok(Pipeline::load(&files, device, &options, &mut |_| {}).await?)
 }

@@ -42,7 +42,7 @@ async fn the_whole_sdxl_inpainting_pipeline_paints_what_diffusers_paints_on_webg
         &device,
         &LoadOptions {
             precision: Some(Precision::F32),
-            variant: None,
+            ..LoadOptions::default()
         },
         &mut |line| log.push(line),
     )

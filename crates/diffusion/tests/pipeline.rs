@@ -48,7 +48,7 @@ async fn load(model: &str, device: &burn::tensor::Device) -> Pipeline {
     .unwrap();
     let options = LoadOptions {
         precision: Some(Precision::F32),
-        variant: None,
+        ..LoadOptions::default()
     };
     Pipeline::load(&files, device, &options, &mut |_| {})
         .await

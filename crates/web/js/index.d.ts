@@ -360,6 +360,24 @@ export declare function createFalClient(config?: Config): FalClient;
 /** The singleton; `fal.config(…)` replaces its client (nothing carries over from earlier calls). */
 export declare const fal: FalClient & { config(config: Config): void };
 
+/** fresco: a file in the local engine's model cache. */
+export type CachedModelFile = {
+  /** The URL it was downloaded from. */
+  url: string;
+  /** Bytes on disk (so far, for a download that broke off and will be resumed). */
+  bytes: number;
+  complete: boolean;
+};
+
+/** fresco: the local engine's model cache, in this origin's private file system. */
+export declare const localModelCache: {
+  /** What the cache holds, and its size in bytes. */
+  usage(): Promise<{ bytes: number; files: CachedModelFile[] }>;
+  /** Removes every cached file (the next local call downloads its model again). Rejects while a
+   * local engine is reading the cache (a model loading). */
+  clear(): Promise<void>;
+};
+
 // ---------------------------------------------------------------------------------------------
 // Errors and helpers
 

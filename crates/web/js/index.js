@@ -795,6 +795,15 @@ function withLocal(client, options) {
   return { ...client, queue, run: route(client, "run"), subscribe: route(client, "subscribe") };
 }
 
+/**
+ * fresco: the local engine's model cache (the origin-private file system's `fresco-cache/`):
+ * `usage()` → `{bytes, files: [{url, bytes, complete}]}`, `clear()` removes every cached file.
+ */
+export const localModelCache = Object.freeze({
+  usage: () => import("./local.js").then((m) => m.cacheUsage()),
+  clear: () => import("./local.js").then((m) => m.clearCache()),
+});
+
 let current = createFalClient();
 
 /** The singleton: `fal.config(…)` replaces its client (nothing carries over from earlier calls). */

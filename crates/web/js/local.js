@@ -11,6 +11,61 @@
 
 const DEFAULT_HUB_URL = "https://huggingface.co";
 
+// The engine's model cache (crates/diffusion/src/web/cache.rs): in the origin-private file system,
+// each file `<h>.bin` (its bytes) beside `<h>.json` (`{url, status, size, complete}`).
+const CACHE_DIR = "fresco-cache";
+
+async function cacheDir() {
+  const root = await globalThis.navigator?.storage?.getDirectory?.();
+  if (!root) return { root: null, dir: null };
+  try {
+    return { root, dir: await root.getDirectoryHandle(CACHE_DIR) };
+  } catch (e) {
+    if (e?.name === "NotFoundError") return { root, dir: null };
+    throw e;
+  }
+}
+
+/** `localModelCache.usage()`: the cached files (404s the cache remembers are not files). */
+export async function cacheUsage() {
+  const { dir } = await cacheDir();
+  const files = [];
+  if (dir) {
+    for await (const [name, handle] of dir.entries()) {
+      if (!name.endsWith(".json")) continue;
+      let meta;
+      try {
+        meta = JSON.parse(await (await handle.getFile()).text());
+      } catch {
+        continue;
+      }
+      if (meta.status !== 200) continue;
+      let bytes = 0;
+      try {
+        bytes = (await (await dir.getFileHandle(name.replace(/\.json$/, ".bin"))).getFile()).size;
+      } catch {}
+      files.push({ url: meta.url, bytes, complete: Boolean(meta.complete) && bytes === meta.size });
+    }
+  }
+  files.sort((a, b) => a.url.localeCompare(b.url));
+  return { bytes: files.reduce((sum, f) => sum + f.bytes, 0), files };
+}
+
+/** `localModelCache.clear()`. */
+export async function clearCache() {
+  const { root, dir } = await cacheDir();
+  if (!dir) return;
+  try {
+    await root.removeEntry(CACHE_DIR, { recursive: true });
+  } catch (e) {
+    if (e?.name === "NotFoundError") return;
+    if (e?.name === "NoModificationAllowedError" || e?.name === "InvalidModificationError") {
+      throw new Error("the model cache is in use (a local call is loading a model, here or in another tab): try again when it is done");
+    }
+    throw e;
+  }
+}
+
 const newRequestId = () =>
   globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(16)}-${Math.random().toString(16).slice(2)}`;
 

@@ -23,7 +23,6 @@ use fresco_diffusion::web::cache::Cache;
 use fresco_diffusion::web::{
     Fetch, Observer, UrlRepo, device_lost, fetch_bytes, on_device_lost, webgpu,
 };
-use fresco_diffusion::weights::store::preferred_precision;
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -274,10 +273,11 @@ async fn pipeline(
     let options = LoadOptions {
         precision: None,
         variant: Some(call.variant.clone().unwrap_or_else(|| "fp16".into())),
+        buffer_limit: Some(buffer_limit),
     };
     // Before any weights download: every file's header (a `Range` request each, or the cache),
     // so a model this device cannot hold, or this site's storage cannot, is refused up front.
-    let plan = Pipeline::plan(&repo, &options)
+    let plan = Pipeline::plan(&repo, &device, &options)
         .await
         .map_err(|e| call.failure(e))?;
     let files = plan.files();
@@ -286,8 +286,6 @@ async fn pipeline(
         files.len(),
         megabytes(files.iter().map(|(_, size)| size).sum())
     ));
-    plan.check_buffer_limit(buffer_limit, preferred_precision(&device))
-        .map_err(|e| call.failure(e))?;
     repo.check_room(&files)
         .await
         .map_err(|e| call.failure(e.into()))?;

@@ -23,6 +23,9 @@ pub struct LoadOptions {
     pub precision: Option<Precision>,
     /// e.g. `fp16`: prefer `*.fp16.safetensors` where the repository has them.
     pub variant: Option<String>,
+    /// The largest buffer the device binds, in bytes (a GPU's limit): a model with a larger
+    /// tensor is refused by [`Pipeline::plan`], before anything is loaded.
+    pub buffer_limit: Option<u64>,
 }
 
 fn config_err(what: &str, e: impl std::fmt::Display) -> PipelineError {
@@ -155,9 +158,11 @@ impl LoadPlan {
 
 impl Pipeline {
     /// Finds what [`Pipeline::load_planned`] will read: the model index, checked for the
-    /// components the pipelines need, and every component's weight files with their headers.
+    /// components the pipelines need, and every component's weight files with their headers,
+    /// checked against [`LoadOptions::buffer_limit`].
     pub async fn plan(
         files: &impl RepoSource,
+        device: &Device,
         options: &LoadOptions,
     ) -> Result<LoadPlan, PipelineError> {
         let index =
@@ -185,13 +190,20 @@ impl Pipeline {
         } else {
             None
         };
-        Ok(LoadPlan {
+        let plan = LoadPlan {
             text_encoder,
             text_encoder_2,
             unet: resolve_weights(files, "unet", variant).await?,
             vae: resolve_weights(files, "vae", variant).await?,
             index,
-        })
+        };
+        if let Some(limit) = options.buffer_limit {
+            let precision = options
+                .precision
+                .unwrap_or_else(|| preferred_precision(device));
+            plan.check_buffer_limit(limit, precision)?;
+        }
+        Ok(plan)
     }
 
     /// Loads every component the pipelines need. `log` hears one line per component.
@@ -201,7 +213,7 @@ impl Pipeline {
         options: &LoadOptions,
         log: &mut dyn FnMut(String),
     ) -> Result<Pipeline, PipelineError> {
-        let plan = Self::plan(files, options).await?;
+        let plan = Self::plan(files, device, options).await?;
         Self::load_planned(files, &plan, device, options, log).await
     }
 

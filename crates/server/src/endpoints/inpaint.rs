@@ -31,13 +31,19 @@ pub const MAX_INPUT_BYTES: usize = 64 << 20;
 pub struct Engine {
     device: Device,
     precision: Option<Precision>,
+    /// The largest buffer the device binds (a GPU's): larger models are refused up front.
+    buffer_limit: Option<u64>,
     pub(crate) http: reqwest::Client,
     /// The loaded model and its name; the lock also makes jobs run one at a time.
     loaded: Mutex<Option<(String, Arc<Pipeline>)>>,
 }
 
 impl Engine {
-    pub fn new(device: Device, precision: Option<Precision>) -> Result<Self, String> {
+    pub fn new(
+        device: Device,
+        precision: Option<Precision>,
+        buffer_limit: Option<u64>,
+    ) -> Result<Self, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(20))
@@ -47,6 +53,7 @@ impl Engine {
         Ok(Engine {
             device,
             precision,
+            buffer_limit,
             http,
             loaded: Mutex::new(None),
         })
@@ -203,6 +210,7 @@ pub(crate) async fn generate(
             let options = LoadOptions {
                 precision: engine.precision,
                 variant: call.variant.clone(),
+                buffer_limit: engine.buffer_limit,
             };
             let device = engine.device.clone();
             let handle = tokio::runtime::Handle::current();
