@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use burn::tensor::{Device, DeviceKind};
 use clap::{Args, ValueEnum};
 use fresco_diffusion::pipeline::image::{OutputFormat, decode, encode};
-use fresco_diffusion::pipeline::load::LoadOptions;
+use fresco_diffusion::pipeline::load::{LoadOptions, wgpu_buffer_limit};
 use fresco_diffusion::pipeline::{Pipeline, Request, Task};
 use fresco_diffusion::rng::random_seed;
 use fresco_diffusion::weights::hub::{HubOptions, RepoFiles, StderrProgress};
@@ -148,15 +148,10 @@ pub fn device(device: DeviceArg, f16: bool) -> anyhow::Result<Compute> {
             if f16 && !device.supports_dtype(burn::tensor::FloatDType::F16) {
                 bail!("--f16: this wgpu adapter has no shader-f16");
             }
-            let limits = setup.device.limits();
             Compute {
                 device,
                 precision: if f16 { Precision::F16 } else { Precision::F32 },
-                buffer_limit: Some(
-                    limits
-                        .max_storage_buffer_binding_size
-                        .min(limits.max_buffer_size),
-                ),
+                buffer_limit: Some(wgpu_buffer_limit(&setup.device.limits())),
             }
         }
     })

@@ -249,9 +249,7 @@ async fn pipeline(
     let (device, limits) = webgpu()
         .await
         .map_err(|e| Failure::Internal(e.to_string()))?;
-    let buffer_limit = limits
-        .max_storage_buffer_binding_size
-        .min(limits.max_buffer_size);
+    let buffer_limit = limits.buffer_limit;
     let repo = match Cache::open().await {
         Some(cache) => repo.cached(Rc::new(cache)),
         None => {

@@ -28,6 +28,14 @@ pub struct LoadOptions {
     pub buffer_limit: Option<u64>,
 }
 
+/// A wgpu device's [`LoadOptions::buffer_limit`]: the largest storage buffer it binds, or its
+/// largest buffer if that is smaller.
+pub fn wgpu_buffer_limit(limits: &burn::tensor::wgpu::wgpu::Limits) -> u64 {
+    limits
+        .max_storage_buffer_binding_size
+        .min(limits.max_buffer_size)
+}
+
 fn config_err(what: &str, e: impl std::fmt::Display) -> PipelineError {
     PipelineError::Weights(WeightsError::Config(format!("{what}: {e}")))
 }

@@ -12,6 +12,7 @@ use burn::tensor::wgpu::wgpu;
 use js_sys::Uint8Array;
 use wasm_bindgen::{JsCast, JsValue};
 
+use crate::pipeline::load::wgpu_buffer_limit;
 use crate::weights::WeightsError;
 use crate::weights::repo::RepoLocation;
 use crate::weights::safetensors::{Header, Prefix, SafetensorsStream, TensorBytes, read_prefix};
@@ -32,8 +33,8 @@ fn network(url: &str, e: &JsValue) -> WeightsError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuLimits {
     pub shader_f16: bool,
-    pub max_buffer_size: u64,
-    pub max_storage_buffer_binding_size: u64,
+    /// [`wgpu_buffer_limit`] of the device.
+    pub buffer_limit: u64,
 }
 
 thread_local! {
@@ -53,11 +54,9 @@ pub async fn webgpu() -> Result<(Device, GpuLimits), WeightsError> {
         .init_with_setup_async()
         .await
         .map_err(|e| WeightsError::Config(format!("WebGPU is not available: {e}")))?;
-    let limits = setup.device.limits();
     let limits = GpuLimits {
         shader_f16: setup.device.features().contains(wgpu::Features::SHADER_F16),
-        max_buffer_size: limits.max_buffer_size,
-        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        buffer_limit: wgpu_buffer_limit(&setup.device.limits()),
     };
     // Burn stops using a lost device (its reads then fail as "poisoned"); this one tells the
     // engine at once, even while no call runs, so it can open a new device for the next call.
@@ -375,42 +374,37 @@ impl UrlRepo {
         };
         cache::check_quota(&what, need).await
     }
+}
 
-    /// The first `len` bytes of `rel` over the network (a `Range` request; a server that sends
-    /// the whole file instead is read no further), with the file's full size when the server
-    /// tells it; `None` for a 404.
-    async fn fetch_prefix(
-        &self,
-        url: &str,
-        len: u64,
-    ) -> Result<Option<(Vec<u8>, Option<u64>)>, WeightsError> {
-        let range = format!("bytes=0-{}", len - 1);
-        let response = fetch_response(url, Some(&range)).await?;
-        let total = match status(&response) {
-            404 => return Ok(None),
-            // `Content-Range: bytes 0-N/TOTAL` (TOTAL may be `*`).
-            206 => header(&response, "content-range")
-                .and_then(|r| r.rsplit('/').next()?.trim().parse().ok()),
-            200..=299 => content_length(&response),
-            other => {
-                return Err(WeightsError::Network {
-                    url: url.to_owned(),
-                    message: format!("the server answered {other}"),
-                });
-            }
-        };
-        let mut body = BodyReader::new(url, &response)?;
-        let mut bytes = Vec::new();
-        while (bytes.len() as u64) < len {
-            match body.next().await? {
-                Some(chunk) => bytes.extend_from_slice(&chunk),
-                None => break,
-            }
+/// The first `len` bytes at `url` (a `Range` request; a server that sends the whole file instead
+/// is read no further), with the file's full size when the server tells it; `None` for a 404.
+async fn fetch_prefix(url: &str, len: u64) -> Result<Option<(Vec<u8>, Option<u64>)>, WeightsError> {
+    let range = format!("bytes=0-{}", len - 1);
+    let response = fetch_response(url, Some(&range)).await?;
+    let total = match status(&response) {
+        404 => return Ok(None),
+        // `Content-Range: bytes 0-N/TOTAL` (TOTAL may be `*`).
+        206 => header(&response, "content-range")
+            .and_then(|r| r.rsplit('/').next()?.trim().parse().ok()),
+        200..=299 => content_length(&response),
+        other => {
+            return Err(WeightsError::Network {
+                url: url.to_owned(),
+                message: format!("the server answered {other}"),
+            });
         }
-        body.cancel();
-        bytes.truncate(len as usize);
-        Ok(Some((bytes, total)))
+    };
+    let mut body = BodyReader::new(url, &response)?;
+    let mut bytes = Vec::new();
+    while (bytes.len() as u64) < len {
+        match body.next().await? {
+            Some(chunk) => bytes.extend_from_slice(&chunk),
+            None => break,
+        }
     }
+    body.cancel();
+    bytes.truncate(len as usize);
+    Ok(Some((bytes, total)))
 }
 
 impl RepoSource for UrlRepo {
@@ -490,7 +484,7 @@ impl RepoSource for UrlRepo {
         loop {
             let (prefix, total) = match &cached {
                 Some((cache, file)) => (cache.read_prefix(file, want).await?, Some(file.size)),
-                None => match self.fetch_prefix(&url, want).await? {
+                None => match fetch_prefix(&url, want).await? {
                     Some(got) => got,
                     None => {
                         if let Some(cache) = &self.cache {

@@ -40,11 +40,6 @@ pub struct ComponentFiles {
 }
 
 impl ComponentFiles {
-    /// The bytes of all the files.
-    pub fn bytes(&self) -> u64 {
-        self.files.iter().map(|(_, h)| h.file_size).sum()
-    }
-
     /// The tensor with the most elements, and the file it is in.
     pub fn largest(&self) -> Option<(&str, &TensorInfo)> {
         self.files
