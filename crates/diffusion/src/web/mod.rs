@@ -44,12 +44,36 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+unsafe extern "C" {
+    /// Synthesised by wasm-ld: runs the module's static constructors (its `.init_array`), here
+    /// the `inventory` registrations of CubeCL's IR dialects (pliron), before Burn compiles a
+    /// kernel.
+    fn __wasm_call_ctors();
+}
+
+/// Runs the static constructors, once per wasm instance.
+///
+/// When no code calls `__wasm_call_ctors`, wasm-ld treats the module as a "command" and wraps
+/// every export in a call to it, so the constructors (hundreds of registrations) ran again on
+/// each call from JavaScript into the module — each `externref` the WebGPU bindings hand over,
+/// several per kernel launch: most of a denoising step's time in the browser. Calling it here
+/// turns that off; this runs before Burn touches the device, the first use of the registries.
+fn run_static_constructors() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if !DONE.swap(true, Ordering::Relaxed) {
+        // SAFETY: wasm-ld defines the symbol; the flag makes this the only call in this instance.
+        unsafe { __wasm_call_ctors() }
+    }
+}
+
 /// Burn on the browser's WebGPU adapter, initialised on the first call and shared after it,
 /// with the device's limits.
 pub async fn webgpu() -> Result<(Device, GpuLimits), WeightsError> {
     if let Some(known) = WEBGPU.with(|d| d.borrow().clone()) {
         return Ok(known);
     }
+    run_static_constructors();
     let (device, setup) = Device::wgpu_options()
         .init_with_setup_async()
         .await
