@@ -124,7 +124,16 @@ fn test(ctx: &Ctx, lint: bool) -> Result {
     timed(name, &mut || {
         run(ctx
             .cargo()
-            .args(["test", "--workspace", "--all-targets", "--locked"]))
+            // fresco-web's tests are the wasm ones below; natively it would only build
+            // wasm-bindgen's runtime crates for nothing.
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "fresco-web",
+                "--all-targets",
+                "--locked",
+            ]))
     })?;
     timed(
         "browser tests (headless Chromium, WebGPU), linted too",

@@ -117,6 +117,10 @@ pub fn build(ctx: &Ctx) -> Result<Package> {
     Ok(Package { raw_wasm })
 }
 
+/// The name wasm-ld gives the wrapper it puts around each export of a "command" module, which
+/// runs the static constructors before the export (the dev build keeps the names).
+const COMMAND_EXPORT: &[u8] = b".command_export";
+
 /// The local engine's module, `engine.js` + `engine_bg.wasm`, which `engine-worker.js` loads on
 /// the first local call: `fresco-web` with its `webgpu` feature (the Burn engine on WebGPU).
 /// Built with the tests' profile, whose compiled dependencies the wasm tests share (a release
@@ -136,6 +140,18 @@ fn build_engine(ctx: &Ctx, dir: &Path) -> Result {
     let built = ctx
         .target_dir
         .join("wasm32-unknown-unknown/debug/fresco_web.wasm");
+    let wasm = std::fs::read(&built).map_err(|e| format!("{}: {e}", built.display()))?;
+    if wasm
+        .windows(COMMAND_EXPORT.len())
+        .any(|w| w == COMMAND_EXPORT)
+    {
+        return Err(format!(
+            "{}: wasm-ld wrapped the exports in `__wasm_call_ctors` (\"command\" linkage): every call \
+             from JavaScript would run the static constructors again; the engine must call them \
+             once itself (fresco_diffusion::web::run_static_constructors)",
+            built.display()
+        ));
+    }
     run(Command::new("wasm-bindgen")
         .args(["--target", "web", "--out-name", "engine", "--out-dir"])
         .arg(dir)
