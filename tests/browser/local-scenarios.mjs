@@ -58,6 +58,12 @@ function input(overrides = {}) {
   };
 }
 
+/** The engine's log line while another tab holds the model cache's lock. */
+const WAITING = "waiting for another tab of this site, which is loading a model through the cache";
+
+/** Releases the lock `holdCacheLock` took. */
+let releaseCacheLock;
+
 /** The client of `deviceLost` and `afterIdleLoss`. */
 let lossy;
 
@@ -262,6 +268,71 @@ export const scenarios = {
   },
 
   /** `localModelCache`: what the cache holds, then cleared. */
+  /** Takes the model cache's lock, as a tab loading a model does, until `releaseCacheLock`. */
+  async holdCacheLock() {
+    await new Promise((granted) =>
+      navigator.locks.request("fresco-model-cache", () => {
+        granted();
+        return new Promise((release) => (releaseCacheLock = release));
+      }),
+    );
+    return true;
+  },
+
+  releaseCacheLock() {
+    releaseCacheLock();
+    return true;
+  },
+
+  /** A call whose log lines the test reads while it runs (`window.watched`). */
+  async watchedCall() {
+    window.watched = { logs: [] };
+    const result = await fal.subscribe("fal-ai/inpaint", {
+      input: input({ image_url: new URL("fixtures/image32.png", location.href).href }),
+      logs: true,
+      onQueueUpdate: (u) => {
+        if (u.logs) window.watched.logs = u.logs.map((l) => l.message);
+      },
+    });
+    const image = await (await fetch(result.data.image.url)).blob();
+    return { logs: window.watched.logs, psnr: psnr(await pixels(image), await pixels(await blobOf("native.png"))) };
+  },
+
+  /** A call aborted while it waits for the cache's lock: the engine ends it without the lock. */
+  async abortWhileWaiting() {
+    const controller = new AbortController();
+    let requestId;
+    let outcome;
+    try {
+      await fal.subscribe("fal-ai/inpaint", {
+        input: input({ image_url: new URL("fixtures/image32.png", location.href).href }),
+        logs: true,
+        abortSignal: controller.signal,
+        onEnqueue: (id) => (requestId = id),
+        onQueueUpdate: (u) => {
+          if ((u.logs ?? []).some((l) => l.message === WAITING)) controller.abort();
+        },
+      });
+      outcome = { thrown: false };
+    } catch (e) {
+      outcome = errorOf(e);
+    }
+    let result;
+    try {
+      await fal.queue.result("fal-ai/inpaint", { requestId });
+    } catch (e) {
+      result = errorOf(e);
+    }
+    const status = await fal.queue.status("fal-ai/inpaint", { requestId, logs: true });
+    return { outcome, result, status: status.status, error: status.error, logs: status.logs.map((l) => l.message) };
+  },
+
+  /** `localModelCache.clear()`, timed: when it resolved (`performance.timeOrigin`-based ms). */
+  async timedClear() {
+    await localModelCache.clear();
+    return performance.timeOrigin + performance.now();
+  },
+
   async cache() {
     const before = await localModelCache.usage();
     await localModelCache.clear();

@@ -57,7 +57,8 @@ before(async () => {
     wide: "fresco/too-wide",
   });
   browser = await launchChromium({ webgpu: true });
-  page = await browser.newPage();
+  // A context of its own (not `browser.newPage()`'s) so that a second tab can share its origin.
+  page = await (await browser.newContext()).newPage();
   page.on("pageerror", (e) => pageErrors.push(String(e)));
   page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on("request", (r) => requests.push(r.url()));
@@ -266,6 +267,47 @@ test("local: localModelCache tells what is cached, and clears it", async () => {
   assert.ok(r.before.bytes > 15_000_000, String(r.before.bytes));
   assert.deepEqual(r.after, { bytes: 0, files: [] });
   assert.ok(!r.entries.includes("fresco-cache"), r.entries.join());
+});
+
+test("local: a tab that loads a model while another one is loading waits its turn (or its abort)", { timeout: 600_000 }, async () => {
+  // This page takes the cache's lock as a tab loading a model holds it; a second tab of the site
+  // (same origin, same cache) then starts a local call and clears the cache.
+  await run("holdCacheLock");
+  const other = await page.context().newPage();
+  const otherErrors = [];
+  other.on("pageerror", (e) => otherErrors.push(String(e)));
+  try {
+    await other.goto(`${base}/?hub=${encodeURIComponent(hub.url)}`);
+    await other.waitForFunction(() => window.scenarios !== undefined, null, { timeout: 30000 });
+    const weights = () => hub.seen.filter((s) => s.path.endsWith(".safetensors")).length;
+    const waiting = "waiting for another tab of this site, which is loading a model through the cache";
+    // A call aborted while it waits ends at once, as a cancelled call, though the lock is still held.
+    const aborted = await other.evaluate(() => window.scenarios.abortWhileWaiting());
+    assert.equal(aborted.outcome.name, "AbortError", JSON.stringify(aborted.outcome));
+    assert.equal(aborted.result?.body?.error_type, "client_cancelled", JSON.stringify(aborted.result));
+    assert.equal(aborted.status, "COMPLETED");
+    assert.ok(aborted.logs.includes(waiting) && !aborted.logs.some((l) => l.includes("weight files")), aborted.logs.join("\n"));
+    const call = other.evaluate(() => window.scenarios.watchedCall());
+    await other.waitForFunction((line) => window.watched?.logs.includes(line), waiting, { timeout: 120_000 });
+    const clearing = other.evaluate(() => window.scenarios.timedClear());
+    // While this page holds the lock, the other tab reads nothing of the model, and its clear waits.
+    const before = weights();
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal(weights(), before, "the waiting tab requested weights");
+    const released = await page.evaluate(() => {
+      window.scenarios.releaseCacheLock();
+      return performance.timeOrigin + performance.now();
+    });
+    const r = await call;
+    const [waited, planned] = [r.logs.indexOf(waiting), r.logs.indexOf("4 weight files, 15.7 MB in all")];
+    assert.ok(waited >= 0 && waited < planned, r.logs.join("\n"));
+    assert.ok(r.psnr >= 40, `PSNR ${r.psnr} dB against the native CLI`);
+    assert.ok((await clearing) >= released, "localModelCache.clear() ran while another tab held the cache");
+    assert.deepEqual(otherErrors, []);
+  } finally {
+    await page.evaluate(() => window.scenarios.releaseCacheLock());
+    await other.close();
+  }
 });
 
 test("remote: the same page through fresco's proxy", { timeout: 600_000 }, async () => {

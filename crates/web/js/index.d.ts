@@ -373,8 +373,9 @@ export type CachedModelFile = {
 export declare const localModelCache: {
   /** What the cache holds, and its size in bytes. */
   usage(): Promise<{ bytes: number; files: CachedModelFile[] }>;
-  /** Removes every cached file (the next local call downloads its model again). Rejects while a
-   * local engine is reading the cache (a model loading). */
+  /** Removes every cached file (the next local call downloads its model again). While a local
+   * engine loads a model through the cache, here or in another tab, it waits for that load to
+   * end (the cache's Web Lock). */
   clear(): Promise<void>;
 };
 

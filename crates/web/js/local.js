@@ -14,6 +14,8 @@ const DEFAULT_HUB_URL = "https://huggingface.co";
 // The engine's model cache (crates/diffusion/src/web/cache.rs): in the origin-private file system,
 // each file `<h>.bin` (its bytes) beside `<h>.json` (`{url, status, size, complete}`).
 const CACHE_DIR = "fresco-cache";
+/** The model cache's Web Lock, shared with the engine (`fresco_diffusion::web::lock::NAME`). */
+const CACHE_LOCK = "fresco-model-cache";
 
 async function cacheDir() {
   const root = await globalThis.navigator?.storage?.getDirectory?.();
@@ -51,19 +53,24 @@ export async function cacheUsage() {
   return { bytes: files.reduce((sum, f) => sum + f.bytes, 0), files };
 }
 
-/** `localModelCache.clear()`. */
+/** `localModelCache.clear()`: waits for a model that is loading (here or in another tab). */
 export async function clearCache() {
   const { root, dir } = await cacheDir();
   if (!dir) return;
-  try {
-    await root.removeEntry(CACHE_DIR, { recursive: true });
-  } catch (e) {
-    if (e?.name === "NotFoundError") return;
-    if (e?.name === "NoModificationAllowedError" || e?.name === "InvalidModificationError") {
-      throw new Error("the model cache is in use (a local call is loading a model, here or in another tab): try again when it is done");
+  const clear = async () => {
+    try {
+      await root.removeEntry(CACHE_DIR, { recursive: true });
+    } catch (e) {
+      if (e?.name === "NotFoundError") return;
+      if (e?.name === "NoModificationAllowedError" || e?.name === "InvalidModificationError") {
+        throw new Error("the model cache is in use (a local call is loading a model, here or in another tab): try again when it is done");
+      }
+      throw e;
     }
-    throw e;
-  }
+  };
+  // The engine holds this lock while it loads a model through the cache
+  // (crates/diffusion/src/web/lock.rs).
+  return globalThis.navigator?.locks ? navigator.locks.request(CACHE_LOCK, clear) : clear();
 }
 
 const newRequestId = () =>

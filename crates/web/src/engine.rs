@@ -20,6 +20,7 @@ use fresco_diffusion::pipeline::image::decode;
 use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Pipeline, Task};
 use fresco_diffusion::web::cache::Cache;
+use fresco_diffusion::web::lock::{self, LockError};
 use fresco_diffusion::web::{
     Fetch, Observer, UrlRepo, device_lost, fetch_bytes, on_device_lost, webgpu,
 };
@@ -250,11 +251,26 @@ async fn pipeline(
         .await
         .map_err(|e| Failure::Internal(e.to_string()))?;
     let buffer_limit = limits.buffer_limit;
-    let repo = match Cache::open().await {
-        Some(cache) => repo.cached(Rc::new(cache)),
+    // One tab or worker of the site at a time loads through the cache (its files' handles are
+    // exclusive to one of them); the others wait here, held until this function returns.
+    let (repo, _cache_lock) = match Cache::open().await {
+        Some(cache) => {
+            let waiting = || {
+                hooks.log("waiting for another tab of this site, which is loading a model through the cache")
+            };
+            let held = lock::acquire(&waiting, &|| hooks.cancelled())
+                .await
+                .map_err(|e| match e {
+                    LockError::Cancelled => Failure::Cancelled,
+                    LockError::Failed(m) => {
+                        Failure::Internal(format!("could not take the model cache's lock: {m}"))
+                    }
+                })?;
+            (repo.cached(Rc::new(cache)), held)
+        }
         None => {
             hooks.log("no model cache here (this browser has no origin-private file system in workers): the files are downloaded on every load");
-            repo
+            (repo, None)
         }
     };
     hooks.log(&format!(

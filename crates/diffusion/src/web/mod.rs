@@ -4,6 +4,7 @@
 
 pub mod cache;
 mod js;
+pub mod lock;
 
 use std::rc::Rc;
 
