@@ -76,6 +76,39 @@ async function outcome(result, last) {
   };
 }
 
+/**
+ * A call its page aborts once `abortWhen(log lines)` holds: how it ended for the caller, and
+ * the request's result and status afterwards (the cancel reaches the worker between steps, or
+ * while it waits for the cache: the call ends as fal ends a cancelled one).
+ */
+async function abortedCall(overrides, abortWhen) {
+  const controller = new AbortController();
+  let requestId;
+  let outcome;
+  try {
+    await fal.subscribe("fal-ai/inpaint", {
+      input: input({ image_url: new URL("fixtures/image32.png", location.href).href, ...overrides }),
+      logs: true,
+      abortSignal: controller.signal,
+      onEnqueue: (id) => (requestId = id),
+      onQueueUpdate: (u) => {
+        if (abortWhen((u.logs ?? []).map((l) => l.message))) controller.abort();
+      },
+    });
+    outcome = { thrown: false };
+  } catch (e) {
+    outcome = errorOf(e);
+  }
+  let result;
+  try {
+    await fal.queue.result("fal-ai/inpaint", { requestId });
+  } catch (e) {
+    result = errorOf(e);
+  }
+  const status = await fal.queue.status("fal-ai/inpaint", { requestId, logs: true });
+  return { outcome, result, status: status.status, error: status.error, logs: status.logs.map((l) => l.message) };
+}
+
 export const scenarios = {
   /** `fal.subscribe` locally: the image as a Blob, the mask as a URL; the result against the CLI's. */
   async subscribe() {
@@ -170,41 +203,8 @@ export const scenarios = {
 
   /** An abort after the first step: the subscription rejects, the engine stops before the next. */
   async abort() {
-    const controller = new AbortController();
-    let requestId;
-    let outcome;
-    const steps = [];
-    try {
-      await fal.subscribe("fal-ai/inpaint", {
-        input: input({ image_url: new URL("fixtures/image32.png", location.href).href, num_inference_steps: 30 }),
-        logs: true,
-        abortSignal: controller.signal,
-        onEnqueue: (id) => (requestId = id),
-        onQueueUpdate: (u) => {
-          const lines = (u.logs ?? []).map((l) => l.message).filter((m) => m.startsWith("step "));
-          steps.splice(0, steps.length, ...lines);
-          if (lines.length >= 1) controller.abort();
-        },
-      });
-      outcome = { thrown: false };
-    } catch (e) {
-      outcome = errorOf(e);
-    }
-    // The cancel reaches the worker between steps: the call ends as fal ends a cancelled one.
-    let result;
-    try {
-      await fal.queue.result("fal-ai/inpaint", { requestId });
-    } catch (e) {
-      result = errorOf(e);
-    }
-    const status = await fal.queue.status("fal-ai/inpaint", { requestId, logs: true });
-    return {
-      outcome,
-      result,
-      status: status.status,
-      error: status.error,
-      steps: status.logs.map((l) => l.message).filter((m) => m.startsWith("step ")),
-    };
+    const r = await abortedCall({ num_inference_steps: 30 }, (lines) => lines.some((m) => m.startsWith("step ")));
+    return { ...r, steps: r.logs.filter((m) => m.startsWith("step ")) };
   },
 
   /** A bad input is fal's 422, from the engine's own validation. */
@@ -299,33 +299,7 @@ export const scenarios = {
   },
 
   /** A call aborted while it waits for the cache's lock: the engine ends it without the lock. */
-  async abortWhileWaiting() {
-    const controller = new AbortController();
-    let requestId;
-    let outcome;
-    try {
-      await fal.subscribe("fal-ai/inpaint", {
-        input: input({ image_url: new URL("fixtures/image32.png", location.href).href }),
-        logs: true,
-        abortSignal: controller.signal,
-        onEnqueue: (id) => (requestId = id),
-        onQueueUpdate: (u) => {
-          if ((u.logs ?? []).some((l) => l.message === WAITING)) controller.abort();
-        },
-      });
-      outcome = { thrown: false };
-    } catch (e) {
-      outcome = errorOf(e);
-    }
-    let result;
-    try {
-      await fal.queue.result("fal-ai/inpaint", { requestId });
-    } catch (e) {
-      result = errorOf(e);
-    }
-    const status = await fal.queue.status("fal-ai/inpaint", { requestId, logs: true });
-    return { outcome, result, status: status.status, error: status.error, logs: status.logs.map((l) => l.message) };
-  },
+  abortWhileWaiting: () => abortedCall({}, (lines) => lines.includes(WAITING)),
 
   /** `localModelCache.clear()`, timed: when it resolved (`performance.timeOrigin`-based ms). */
   async timedClear() {
