@@ -267,7 +267,6 @@ export const scenarios = {
     return outcome(result, last);
   },
 
-  /** `localModelCache`: what the cache holds, then cleared. */
   /** Takes the model cache's lock, as a tab loading a model does, until `releaseCacheLock`. */
   async holdCacheLock() {
     await new Promise((granted) =>
@@ -307,6 +306,7 @@ export const scenarios = {
     return performance.timeOrigin + performance.now();
   },
 
+  /** `localModelCache`: what the cache holds, then cleared. */
   async cache() {
     const before = await localModelCache.usage();
     await localModelCache.clear();
