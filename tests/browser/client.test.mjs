@@ -40,7 +40,7 @@ before(async () => {
   ]);
   cpSync(join(pkg, "core_bg.wasm"), join(bundled, "core_bg.wasm"));
   writeFileSync(join(bundled, "index.html"), html("./scenarios.js"));
-  ({ server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", www, "--workers", "2"]));
+  ({ server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", www, "--workers", "2", "--models-dir", fixtures]));
   browser = await launchChromium({ webgpu: false });
   page = await browser.newPage();
   page.on("pageerror", (e) => pageErrors.push(String(e)));

@@ -25,7 +25,7 @@ before(async () => {
   mkdirSync(shots, { recursive: true });
   work = mkdtempSync(join(tmpdir(), "fresco-demo-"));
   let base;
-  ({ server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", site]));
+  ({ server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", site, "--models-dir", fixtures]));
   browser = await launchChromium({ webgpu: true });
   page = await browser.newPage({ viewport: { width: 1440, height: 960 } });
   page.on("pageerror", (e) => pageErrors.push(String(e)));

@@ -49,7 +49,11 @@ before(async () => {
     "--negative-prompt", "", "--steps", "4", "--guidance", "7.5", "--seed", "1234",
     "--out", join(www, "native.png"),
   ], { stdio: ["ignore", "ignore", "inherit"] });
-  ({ server, base } = await startFresco(["--data-dir", join(work, "data"), "--www", www]));
+  // The remote scenario's image_url is a page of this server's site, on 127.0.0.1: private
+  // addresses are allowed explicitly, as they are refused by default.
+  ({ server, base } = await startFresco([
+    "--data-dir", join(work, "data"), "--www", www, "--models-dir", fixtures, "--allow-private-urls",
+  ]));
   hub = await startHub({
     root: join(fixtures, "hub"),
     cutOnce: "unet/diffusion_pytorch_model.safetensors",

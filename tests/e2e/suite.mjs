@@ -23,7 +23,7 @@ export function clientSuite(label, { createFalClient, ValidationError, ApiError 
 
   before(async () => {
     dataDir = mkdtempSync(join(tmpdir(), "fresco-e2e-"));
-    ({ server, base } = await startFresco(["--data-dir", dataDir, "--workers", "2"]));
+    ({ server, base } = await startFresco(["--data-dir", dataDir, "--workers", "2", "--models-dir", FIXTURES]));
   });
 
   after(() => {

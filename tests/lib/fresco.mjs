@@ -32,11 +32,14 @@ export function frescoClientDir() {
 /** The built @fresco/client package, imported. */
 export const importFrescoClient = () => import(pathToFileURL(join(frescoClientDir(), "index.js")).href);
 
-/** `fresco serve --port 0 <args>`; resolves with the process and its base URL once it listens. */
+/**
+ * `fresco serve --port 0 --echo <args>` (the tests use the queue's test endpoint, which a server
+ * serves only when asked); resolves with the process and its base URL once it listens.
+ */
 export async function startFresco(args) {
   const bin = process.env.FRESCO_BIN;
   assert.ok(bin, "FRESCO_BIN must name the fresco binary");
-  const server = spawn(bin, ["serve", "--port", "0", ...args], {
+  const server = spawn(bin, ["serve", "--port", "0", "--echo", ...args], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, FRESCO_LOG: "warn", FAL_KEY: "" },
   });

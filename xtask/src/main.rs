@@ -10,6 +10,8 @@
 //! - `cargo xtask setup`: only the installs;
 //! - `cargo xtask npm`: builds the npm package `@fresco/client` (client, local mode, engine) into
 //!   `<target>/npm/client`;
+//! - `cargo xtask fuzz [--cases 1000000] [--seed S]`: the parsers that take outside bytes under
+//!   mutated inputs, a table of cases and panics;
 //! - `cargo xtask bench browser [--steps 4] [--mid-size 128]`: a local inpainting's load, first
 //!   step (kernel compile) and step times in headless Chromium next to native wgpu;
 //! - `cargo xtask bench proxy [--requests N] [--concurrency C]`: our proxy against
@@ -48,6 +50,11 @@ fn main() -> ExitCode {
         Some("setup") => setup::for_tests(&ctx),
         Some("test") => test(&ctx, !flag("--no-lint")),
         Some("npm") => npm::build(&ctx).map(|_| ()),
+        Some("fuzz") => fuzz(
+            &ctx,
+            value("--cases").as_deref().unwrap_or("1000000"),
+            value("--seed").as_deref(),
+        ),
         Some("demo") => demo(&ctx, value("--port").as_deref().unwrap_or("8080"), flag("--check"), true),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("proxy") => bench::proxy(
@@ -78,7 +85,7 @@ fn main() -> ExitCode {
                 "unknown benchmark {other:?}; available: proxy, engine, pipeline, size"
             )),
         },
-        _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | npm | bench proxy|engine|pipeline>".into()),
+        _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | npm | fuzz [--cases N] [--seed S] | bench proxy|engine|pipeline|browser|size>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,6 +94,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The parsers of outside bytes under `cases` mutated inputs each (crates/server/tests/fuzz.rs,
+/// which the test suite runs with a few thousand): a table of targets, cases/s and panics.
+fn fuzz(ctx: &Ctx, cases: &str, seed: Option<&str>) -> Result {
+    let mut cmd = ctx.cargo();
+    cmd.args([
+        "test",
+        "-p",
+        "fresco-server",
+        "--test",
+        "fuzz",
+        "--locked",
+        "--",
+        "--nocapture",
+    ])
+    .env("FRESCO_FUZZ_CASES", cases);
+    if let Some(seed) = seed {
+        cmd.env("FRESCO_FUZZ_SEED", seed);
+    }
+    run(&mut cmd)
 }
 
 /// Runs every test; stops at the first failing step.
@@ -253,13 +281,19 @@ fn demo(ctx: &Ctx, port: &str, check: bool, build: bool) -> Result {
     }
     let www = site::assemble(ctx)?;
     let data = ctx.root.join(".fresco/demo");
+    // The built-in tiny model is a folder of tests/fixtures: the server loads local models only
+    // from the folder it is given.
     let server = Service::start(
         "fresco serve",
         std::process::Command::new(ctx.bin("fresco"))
             .args(["serve", "--port", port, "--data-dir"])
             .arg(&data)
             .arg("--www")
-            .arg(&www),
+            .arg(&www)
+            .arg("--models-dir")
+            .arg(ctx.root.join("tests/fixtures"))
+            // The queue's test endpoint, for the curl line below.
+            .arg("--echo"),
         Duration::from_secs(60),
     )?;
     let url = server.url()?;
@@ -294,7 +328,7 @@ fn demo(ctx: &Ctx, port: &str, check: bool, build: bool) -> Result {
         "  queue           POST {url}/fresco/echo, GET {url}/fresco/echo/requests/<id>/status"
     );
     println!(
-        "  try it          curl -s -X POST {url}/run/fresco/echo -d '{{\"hello\":\"fresco\"}}'"
+        "  try it          curl -s -X POST {url}/run/fresco/echo -H 'content-type: application/json' -d '{{\"hello\":\"fresco\"}}'"
     );
 
     // The built-in tiny model (random weights: it paints noise, fast, anywhere), from the CLI and

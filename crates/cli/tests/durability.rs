@@ -26,6 +26,8 @@ impl Serve {
             .args(["serve", "--port", &port.to_string(), "--data-dir"])
             .arg(dir)
             .args(["--webhook-retry-base-ms", "100"])
+            // The webhook receiver is on 127.0.0.1; the requests go to the test endpoint.
+            .args(["--allow-private-urls", "--echo"])
             .env("FRESCO_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

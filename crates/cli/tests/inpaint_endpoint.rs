@@ -8,6 +8,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -68,10 +70,14 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(dir: &std::path::Path, hub: &str) -> Serve {
+    /// `fresco serve` with the fixtures as its models folder, and `extra` arguments.
+    fn start(dir: &std::path::Path, hub: &str, extra: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fresco"))
             .args(["serve", "--port", "0", "--device", "cpu", "--data-dir"])
             .arg(dir.join("data"))
+            .arg("--models-dir")
+            .arg(fixture(""))
+            .args(extra)
             .env("FRESCO_LOG", "warn")
             .env("HF_ENDPOINT", hub)
             .env("HF_HUB_CACHE", dir.join("hf-server"))
@@ -159,7 +165,7 @@ fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
 async fn fal_inpaint_paints_what_diffusers_paints_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let hub = hub().await;
-    let server = Serve::start(dir.path(), &hub);
+    let server = Serve::start(dir.path(), &hub, &[]);
     let url = &server.url;
     let http = fresco_server::http_client().unwrap();
     let model = "tiny/tiny-sd15-inpaint";
@@ -268,6 +274,14 @@ async fn fal_inpaint_paints_what_diffusers_paints_and_refuses_bad_input() {
         ("num_inference_steps", json!(0), "num_inference_steps"),
         ("model_name", json!("./no/such/model"), "model_name"),
         ("model_name", json!("tiny/not-there"), "model_name"),
+        // Local folders only inside --models-dir, links and `..` resolved first.
+        ("model_name", json!("/"), "model_name"),
+        ("model_name", json!("../../crates/cli"), "model_name"),
+        (
+            "model_name",
+            json!(fixture("../../crates/cli").display().to_string()),
+            "model_name",
+        ),
     ] {
         let mut bad = input.clone();
         bad[field] = value;
@@ -280,7 +294,7 @@ async fn fal_inpaint_paints_what_diffusers_paints_and_refuses_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fal_lora_image_to_image_subset_matches_diffusers_and_names_what_it_refuses() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Serve::start(dir.path(), "http://127.0.0.1:9");
+    let server = Serve::start(dir.path(), "http://127.0.0.1:9", &[]);
     let url = &server.url;
     let http = fresco_server::http_client().unwrap();
     const I2I: &str = "fal-ai/lora/image-to-image";
@@ -344,4 +358,165 @@ async fn fal_lora_image_to_image_subset_matches_diffusers_and_names_what_it_refu
         assert_eq!(code, 422, "{field}: {body}");
         assert_eq!(body["detail"][0]["loc"][1], field, "{body}");
     }
+}
+
+/// A TCP listener that counts the connections made to it: nothing may reach it.
+async fn canary() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = conn.read(&mut [0; 4096]).await;
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi")
+                .await;
+        }
+    });
+    (port, hits)
+}
+
+/// 127.0.0.1 in the spellings a URL may use.
+const LOOPBACK_SPELLINGS: [&str; 9] = [
+    "127.0.0.1",
+    "127.1",
+    "2130706433",
+    "0x7f000001",
+    "0177.0.0.1",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+    "[::1]",
+    "localhost",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reaches_no_private_address_for_inputs_models_or_webhooks() {
+    let (port, hits) = canary().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path(), "http://127.0.0.1:9", &["--echo"]);
+    let url = &server.url;
+    let http = fresco_server::http_client().unwrap();
+    let input = json!({
+        "model_name": "tiny/tiny-sd15-inpaint",
+        "prompt": "p",
+        "image_url": data_uri("pipelines/image32.png"),
+        "mask_url": data_uri("pipelines/mask32.png"),
+        "num_inference_steps": 2,
+        "seed": 1
+    });
+    for host in LOOPBACK_SPELLINGS
+        .iter()
+        .chain(&["169.254.169.254", "10.0.0.1", "[fd00::1]"])
+    {
+        for field in ["image_url", "mask_url", "model_name"] {
+            let target = format!("http://{host}:{port}/x.png");
+            let mut bad = input.clone();
+            bad[field] = json!(target);
+            let (_, code, body) = run(&http, url, bad).await;
+            assert_eq!(code, 422, "{target} as {field}: {body}");
+            assert_eq!(body["detail"][0]["loc"][1], field, "{body}");
+            // One text whatever the address, the port or the reason: no port scanner.
+            let msg = body["detail"][0]["msg"].as_str().unwrap();
+            let want = if field == "model_name" {
+                "the model could not be loaded: could not fetch model_name".to_owned()
+            } else {
+                format!("could not fetch {field}")
+            };
+            assert_eq!(msg, want, "{target} as {field}");
+        }
+    }
+    // A webhook to the canary: the request completes, the delivery is refused.
+    let res = http
+        .post(format!(
+            "{url}/fresco/echo?fal_webhook=http://127.0.0.1:{port}/hook"
+        ))
+        .json(&json!({"value": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the canary on 127.0.0.1 was reached"
+    );
+}
+
+/// A model server that answers every file with 404 and `x-repo-commit` naming a folder outside
+/// the cache, where a file waits to be truncated; and counts what it was asked.
+async fn hostile_model_server(victim_dir: &std::path::Path) -> (String, Arc<AtomicUsize>) {
+    let commit = victim_dir.display().to_string();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    let app = axum::Router::new().fallback(move || {
+        let commit = commit.clone();
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            use axum::response::IntoResponse;
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                [("x-repo-commit", commit)],
+                "",
+            )
+                .into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/m", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_model_server_writes_nothing_through_serve_or_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim/model_index.json");
+    std::fs::create_dir_all(victim.parent().unwrap()).unwrap();
+    std::fs::write(&victim, "precious").unwrap();
+    let (model_url, asked) = hostile_model_server(victim.parent().unwrap()).await;
+
+    // The CLI, as a user would run it on a model URL.
+    let cli = Command::new(env!("CARGO_BIN_EXE_fresco"))
+        .args(["inpaint", "--model", &model_url, "--image"])
+        .arg(fixture("pipelines/image32.png"))
+        .arg("--mask")
+        .arg(fixture("pipelines/mask32.png"))
+        .args(["--prompt", "p", "--steps", "1", "--out"])
+        .arg(dir.path().join("out.png"))
+        .env("HF_HUB_CACHE", dir.path().join("hf-cli"))
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success());
+    assert!(stderr.contains("x-repo-commit"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert!(!dir.path().join("out.png").exists());
+
+    // The server, allowed to reach the model server on 127.0.0.1.
+    let server = Serve::start(dir.path(), "http://127.0.0.1:9", &["--allow-private-urls"]);
+    let http = fresco_server::http_client().unwrap();
+    let before = asked.load(Ordering::SeqCst);
+    let (_, code, body) = run(
+        &http,
+        &server.url,
+        json!({
+            "model_name": model_url,
+            "prompt": "p",
+            "image_url": data_uri("pipelines/image32.png"),
+            "mask_url": data_uri("pipelines/mask32.png"),
+            "num_inference_steps": 1
+        }),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["detail"][0]["loc"][1], "model_name", "{body}");
+    assert!(asked.load(Ordering::SeqCst) > before, "the server did ask");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    let victim_dir = std::fs::read_dir(victim.parent().unwrap()).unwrap().count();
+    assert_eq!(victim_dir, 1, "nothing new beside the victim");
 }

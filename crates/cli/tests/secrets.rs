@@ -12,7 +12,7 @@ async fn fal_key_is_never_logged() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fresco"))
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(dir.path())
-        .args(["--upstream-override", "http://127.0.0.1:9"])
+        .args(["--upstream-override", "http://127.0.0.1:9", "--echo"])
         .env("FAL_KEY", KEY)
         .env("FRESCO_LOG", "trace")
         .stdout(Stdio::piped())
@@ -53,6 +53,7 @@ async fn fal_key_is_never_logged() {
     let res = http
         .post(&proxy)
         .header("x-fal-target-url", "https://fal.run/fresco/echo")
+        .header("content-type", "application/json")
         .body("{\"a\":1}")
         .send()
         .await

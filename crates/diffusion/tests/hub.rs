@@ -423,3 +423,189 @@ async fn a_folder_on_a_plain_web_server_loads_and_is_cached() {
         "known by URL, size and modification time: not downloaded again"
     );
 }
+
+/// A hub whose every answer `answer(method, path)` writes: the hostile servers below.
+async fn scripted(
+    answer: impl Fn(&Method, &str) -> Response + Send + Sync + Clone + 'static,
+) -> String {
+    let app = axum::Router::new().fallback(move |method: Method, uri: axum::http::Uri| {
+        let answer = answer.clone();
+        async move { answer(&method, uri.path()) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// A folder outside the cache with a file a hostile hub would like to overwrite.
+fn victim() -> (tempfile::TempDir, PathBuf) {
+    let outside = tempfile::tempdir().unwrap();
+    let file = outside.path().join("victim/model_index.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, "precious").unwrap();
+    (outside, file)
+}
+
+/// Every file under `dir`, links included (not followed).
+fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_hostile_commit_header_is_refused_and_writes_nothing() {
+    let (outside, victim) = victim();
+    let victim_dir = victim.parent().unwrap().display().to_string();
+    // The commit as an absolute folder (404: the not-found marker), and as a way up (200).
+    for (status, commit) in [
+        (StatusCode::NOT_FOUND, victim_dir.clone()),
+        (StatusCode::OK, victim_dir.clone()),
+        (
+            StatusCode::OK,
+            format!("../../../../../../../../..{victim_dir}"),
+        ),
+    ] {
+        let header = commit.clone();
+        let endpoint = scripted(move |_, _| {
+            (
+                status,
+                [("x-repo-commit", header.as_str()), ("etag", "\"e1\"")],
+                "{}",
+            )
+                .into_response()
+        })
+        .await;
+        let cache = tempfile::tempdir().unwrap();
+        for location in [
+            RepoLocation::Url(format!("{endpoint}/models/x")),
+            RepoLocation::parse("tiny/x").unwrap(),
+        ] {
+            let files = RepoFiles::new(
+                location,
+                options(&endpoint, cache.path(), false),
+                Box::new(Quiet),
+            )
+            .unwrap();
+            let err = files.get("model_index.json").await.unwrap_err().to_string();
+            assert!(
+                err.contains("x-repo-commit") && err.contains("40 hexadecimal digits"),
+                "{status} {commit}: {err}"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(
+            tree(outside.path()),
+            std::slice::from_ref(&victim),
+            "nothing new outside"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_etag_and_a_planted_link_do_not_lead_outside_the_cache() {
+    let (outside, victim) = victim();
+    let planted = outside.path().join("planted");
+    let etag = format!(
+        "\"../../../../../../../..{}/owned\"",
+        outside.path().display()
+    );
+    let endpoint = scripted(move |_, _| {
+        (
+            StatusCode::OK,
+            [("x-repo-commit", COMMIT), ("etag", etag.as_str())],
+            "{\"_class_name\": \"x\"}",
+        )
+            .into_response()
+    })
+    .await;
+    let cache = tempfile::tempdir().unwrap();
+    // A dangling link where the snapshot's file will go: written through, it would create
+    // `planted` outside the cache.
+    let snap_dir = cache.path().join("models--tiny--x/snapshots").join(COMMIT);
+    std::fs::create_dir_all(&snap_dir).unwrap();
+    std::os::unix::fs::symlink(&planted, snap_dir.join("model_index.json")).unwrap();
+
+    let files = RepoFiles::new(
+        RepoLocation::parse("tiny/x").unwrap(),
+        options(&endpoint, cache.path(), false),
+        Box::new(Quiet),
+    )
+    .unwrap();
+    let text = files.text("model_index.json").await.unwrap().unwrap();
+    assert_eq!(text, "{\"_class_name\": \"x\"}");
+    assert!(
+        !planted.exists(),
+        "nothing was written through the planted link"
+    );
+    assert_eq!(
+        tree(outside.path()),
+        std::slice::from_ref(&victim),
+        "nothing new outside"
+    );
+    // The blob is named by the etag's hash, inside the cache; the snapshot links to it.
+    let blobs = tree(&cache.path().join("models--tiny--x/blobs"));
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    let blob = blobs[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(blob.starts_with("etag-") && blob.len() == 69, "{blob}");
+    assert_eq!(
+        std::fs::read_link(snap_dir.join("model_index.json")).unwrap(),
+        Path::new("../../blobs").join(&blob)
+    );
+}
+
+#[tokio::test]
+async fn hostile_shard_names_and_revisions_are_refused() {
+    let (outside, victim) = victim();
+    for shard in [
+        format!("../../../../../../..{}", victim.display()),
+        victim.display().to_string(),
+        "sub/dir.safetensors".to_owned(),
+        "..".to_owned(),
+    ] {
+        let index = serde_json::json!({"weight_map": {"conv.weight": shard}}).to_string();
+        let endpoint = scripted(move |_, path| {
+            if path.ends_with("unet/diffusion_pytorch_model.safetensors.index.json") {
+                (
+                    StatusCode::OK,
+                    [("x-repo-commit", COMMIT), ("etag", "\"i1\"")],
+                    index.clone(),
+                )
+                    .into_response()
+            } else {
+                (StatusCode::NOT_FOUND, [("x-repo-commit", COMMIT)], "").into_response()
+            }
+        })
+        .await;
+        let cache = tempfile::tempdir().unwrap();
+        let files = RepoFiles::new(
+            RepoLocation::parse("tiny/x").unwrap(),
+            options(&endpoint, cache.path(), false),
+            Box::new(Quiet),
+        )
+        .unwrap();
+        let err = load_weights(&files, "unet", None, &Device::flex(), Precision::F32)
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("refused the file name"), "{shard}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    assert_eq!(tree(outside.path()), std::slice::from_ref(&victim));
+    for name in ["tiny/x@../../../../tmp", "tiny/x@/etc", "tiny/x@a/../b"] {
+        assert!(RepoLocation::parse(name).is_err(), "{name}");
+    }
+}

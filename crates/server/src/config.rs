@@ -51,6 +51,29 @@ pub struct Config {
     pub webhook_max_attempts: u32,
     /// How many times a request interrupted by a server crash is run in all before it fails.
     pub max_attempts: u32,
+    /// Whether the URLs callers name (inputs, model URLs, webhooks) may point at loopback,
+    /// private, link-local and other non-public addresses. Off: fal's behaviour, and what a
+    /// server others can reach needs; on for development and tests on one machine.
+    pub allow_private_urls: bool,
+    /// The folder whose model folders `model_name` may name; `None`: models by id or URL only.
+    pub models_dir: Option<PathBuf>,
+    /// API keys (`Authorization: Key <key>`) asked on every route but `/health`, the site and
+    /// `/files`; none: every caller is let in (and `fresco serve` binds only to loopback).
+    pub api_keys: Vec<String>,
+    /// Whether `/files` downloads need a key too (their URLs are unguessable capabilities, so
+    /// by default they do not: an `<img>` cannot send a key).
+    pub files_need_key: bool,
+    /// Host names this server answers to besides the public URL's (DNS rebinding); empty and
+    /// no public URL: loopback names on a loopback server, any name elsewhere.
+    pub allowed_hosts: Vec<String>,
+    /// The most pixels an input image may have, read from its header before it is decoded.
+    pub max_input_pixels: u64,
+    /// Requests that may wait or run at once (more: 429).
+    pub max_queued: u64,
+    /// Requests one API key may have waiting or running at once (without keys: everyone's).
+    pub max_queued_per_key: u64,
+    /// How long a client may take to send a request's headers before the connection is closed.
+    pub header_read_timeout: Duration,
 }
 
 impl Config {
@@ -74,6 +97,15 @@ impl Config {
             webhook_retry_base: Duration::from_secs(1),
             webhook_max_attempts: 10,
             max_attempts: 2,
+            allow_private_urls: false,
+            models_dir: None,
+            api_keys: Vec::new(),
+            files_need_key: false,
+            allowed_hosts: Vec::new(),
+            max_input_pixels: fresco_diffusion::pipeline::image::MAX_INPUT_PIXELS,
+            max_queued: 1000,
+            max_queued_per_key: 100,
+            header_read_timeout: Duration::from_secs(20),
         }
     }
 

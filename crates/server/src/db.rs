@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS requests (
     result_body    BLOB,
     error          TEXT,
     error_type     TEXT,
-    timeout_type   TEXT
+    timeout_type   TEXT,
+    owner          TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_queue ON requests (state, priority, seq);
 CREATE INDEX IF NOT EXISTS requests_finished ON requests (finished_at);
@@ -103,6 +104,7 @@ impl Db {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -122,6 +124,17 @@ impl Db {
         .await
         .map_err(|e| DbError::Join(e.to_string()))?
     }
+}
+
+/// Brings a database made by an earlier version up to [`SCHEMA`]: columns added since.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_owner = conn
+        .prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'owner'")?
+        .exists([])?;
+    if !has_owner {
+        conn.execute_batch("ALTER TABLE requests ADD COLUMN owner TEXT")?;
+    }
+    Ok(())
 }
 
 /// Seconds since the Unix epoch, as stored in the database.

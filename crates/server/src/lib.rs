@@ -9,10 +9,13 @@
 //!   endpoints and storage are served here, everything else is forwarded to fal with `FAL_KEY`;
 //! - the demo site (`www/`) at `/`.
 
+pub mod access;
 pub mod config;
 pub mod db;
 pub mod endpoints;
 pub mod http;
+pub mod listen;
+pub mod outbound;
 pub mod proxy;
 pub mod queue;
 pub mod router;
@@ -33,7 +36,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub queue: queue::Queue,
     pub storage: storage::Storage,
-    /// Outgoing HTTP (proxy, webhooks). Never follows redirects.
+    /// The proxy's outgoing HTTP, to fal's hosts (or `upstream_override`). Never follows
+    /// redirects. (Requests to callers' URLs go through [`outbound::Outbound`].)
     pub http: reqwest::Client,
 }
 
@@ -113,11 +117,23 @@ pub async fn start(config: Config, registry: Registry) -> Result<Server, StartEr
             path: config.data_dir.display().to_string(),
             source,
         })?;
+    let outbound = outbound::Outbound::new(config.allow_private_urls).map_err(StartError::Http)?;
+    let policy = endpoints::Policy {
+        outbound: outbound.clone(),
+        models_dir: config.models_dir.clone(),
+        public_url: config.public_url.clone(),
+        max_input_pixels: config.max_input_pixels,
+    };
     let queue = queue::Queue::open(
         db.clone(),
         registry,
         config.max_attempts,
         Some(storage.clone()),
+        Some(policy),
+        queue::Caps {
+            total: config.max_queued,
+            per_owner: config.max_queued_per_key,
+        },
     )
     .await?;
     let http = http_client()?;
@@ -136,7 +152,7 @@ pub async fn start(config: Config, registry: Registry) -> Result<Server, StartEr
     queue.start(config.workers, config.result_ttl, shutdown.clone());
     tokio::spawn(webhook::run(
         db.clone(),
-        http.clone(),
+        outbound,
         config.webhook_retry_base,
         config.webhook_max_attempts,
         shutdown.clone(),
@@ -157,6 +173,7 @@ pub async fn start(config: Config, registry: Registry) -> Result<Server, StartEr
         }
     });
 
+    let header_read_timeout = config.header_read_timeout;
     let state = AppState {
         config: Arc::new(config),
         queue,
@@ -165,11 +182,7 @@ pub async fn start(config: Config, registry: Registry) -> Result<Server, StartEr
     };
     let app = router::app(state);
     let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
+    let task = tokio::spawn(listen::serve(listener, app, header_read_timeout, stop));
     Ok(Server {
         addr,
         shutdown,

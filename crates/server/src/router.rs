@@ -11,6 +11,7 @@ use fresco_protocol::endpoint::NAMESPACES;
 use serde_json::json;
 use tower::ServiceExt;
 
+use crate::access;
 use crate::http::{self, RouteError};
 use crate::queue::routes as q;
 use crate::storage::routes as st;
@@ -118,6 +119,47 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
     let base = http::base_url(state.config.public_url.as_deref(), req.headers());
     let limit = state.config.max_body_bytes;
     let headers: HeaderMap = req.headers().clone();
+    let config = &state.config;
+
+    // Where from (every route): a Host that is not this server's is a rebinding page; a write
+    // from a page of another site is refused. File routes are capabilities any site may use.
+    if !access::host_allowed(config, &headers) {
+        return Err(RouteError::new(
+            StatusCode::FORBIDDEN,
+            "The Host header does not name this server (start it with --public-url or --allow-host to serve this name)",
+        ));
+    }
+    let own = [
+        Some(http::base_url(None, &headers)),
+        config.public_url.clone(),
+    ];
+    if segs.first() != Some(&"files")
+        && !own
+            .iter()
+            .flatten()
+            .any(|b| access::origin_allowed(config, &method, &headers, b))
+    {
+        let origin = http::header_str(&headers, header::ORIGIN.as_str()).unwrap_or("");
+        return Err(RouteError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "A request from the page of {origin} is refused: that origin is not allowed (--allow-origin)"
+            ),
+        ));
+    }
+    // Who (every route but the proxy, which checks its own tokens, /health, the site and the
+    // file routes): the proxy, serving a target locally, says who it let in.
+    let authenticated = req.extensions().get::<access::Authenticated>().cloned();
+    let caller = |base: &str| -> Result<q::Caller, RouteError> {
+        let owner = match &authenticated {
+            Some(a) => a.0.clone(),
+            None => access::caller(&config.api_keys, &headers)?,
+        };
+        Ok(q::Caller {
+            base_url: base.to_owned(),
+            owner,
+        })
+    };
 
     if segs == ["api", "fal", "proxy"] {
         return Ok(proxy::handle(state, req).await);
@@ -125,9 +167,11 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
     let storage = &state.storage;
     match (&method, segs.as_slice()) {
         (&Method::POST, ["storage", "upload", "initiate"]) => {
+            caller(&base)?;
             return st::initiate(storage, &base, query, &headers, req.into_body(), false).await;
         }
         (&Method::POST, ["storage", "upload", "initiate-multipart"]) => {
+            caller(&base)?;
             return st::initiate(storage, &base, query, &headers, req.into_body(), true).await;
         }
         (&Method::PUT, ["files", "upload", token]) => {
@@ -140,6 +184,9 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
             return st::complete(storage, &base, token, req.into_body()).await;
         }
         (&Method::GET | &Method::HEAD, ["files", key, name]) => {
+            if config.files_need_key {
+                caller(&base)?;
+            }
             return st::get(storage, &method, key, name).await;
         }
         (_, ["files", ..]) | (_, ["storage", ..]) => {
@@ -157,13 +204,14 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
             ));
         }
         (&Method::POST, ["run", rest @ ..]) => {
+            let caller = caller(&base)?;
             let endpoint = parse_endpoint(&rest.join("/"))?;
             return q::run(
                 &state.queue,
                 endpoint,
                 &headers,
                 req.into_body(),
-                base,
+                caller,
                 limit,
             )
             .await;
@@ -174,6 +222,17 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
     if let Some(i) = requests_index(&segs) {
         let app = segs[..i].join("/");
         let id = segs[i + 1];
+        // Another key's request is, for this caller, no request at all.
+        let owner = caller(&base)?.owner;
+        if !state.queue.owned_by(id, owner.as_deref()).await? {
+            return Err(match (&method, &segs[i + 2..]) {
+                (&Method::PUT, ["cancel"]) => RouteError::from(http::json(
+                    StatusCode::NOT_FOUND,
+                    &json!({ "status": fresco_protocol::queue::CancelStatus::NotFound, "detail": "Request not found" }),
+                )),
+                _ => RouteError::new(StatusCode::NOT_FOUND, format!("Request {id} not found")),
+            });
+        }
         return match (&method, &segs[i + 2..]) {
             (&Method::GET, []) => q::result(&state.queue, &app, id).await,
             (&Method::GET, ["status"]) => q::status(&state.queue, &app, id, query).await,
@@ -188,6 +247,7 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
         };
     }
     if method == Method::POST {
+        let caller = caller(&base)?;
         let endpoint = parse_endpoint(&segs.join("/"))?;
         return q::submit(
             &state.queue,
@@ -195,7 +255,7 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
             query,
             &headers,
             req.into_body(),
-            base,
+            caller,
             limit,
         )
         .await;

@@ -7,6 +7,7 @@ use rusqlite::params;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, now};
+use crate::outbound::Outbound;
 
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_BACKOFF_SECS: f64 = 3600.0;
@@ -14,7 +15,7 @@ const MAX_BACKOFF_SECS: f64 = 3600.0;
 /// Delivers due webhooks until `stop` is cancelled.
 pub async fn run(
     db: Db,
-    http: reqwest::Client,
+    outbound: Outbound,
     base: Duration,
     max_attempts: u32,
     stop: CancellationToken,
@@ -41,7 +42,7 @@ pub async fn run(
         };
         let idle = due.is_empty();
         for (id, url, body, attempts) in due {
-            let outcome = deliver(&http, &id, &url, body).await;
+            let outcome = deliver(&outbound, &id, &url, body).await;
             let attempt = attempts + 1;
             let id2 = id.clone();
             let update = match &outcome {
@@ -77,8 +78,12 @@ pub async fn run(
     }
 }
 
-async fn deliver(http: &reqwest::Client, id: &str, url: &str, body: Vec<u8>) -> Result<(), String> {
-    let res = http
+/// One attempt. A receiver at a private address is refused like any other URL a caller names
+/// (and the refusal is retried like a failure: the operator may allow private URLs and restart).
+async fn deliver(outbound: &Outbound, id: &str, url: &str, body: Vec<u8>) -> Result<(), String> {
+    let url = outbound.check(url).map_err(|e| e.to_string())?;
+    let res = outbound
+        .client()
         .post(url)
         .header("content-type", "application/json")
         .header("x-fal-webhook-request-id", id)
@@ -87,7 +92,7 @@ async fn deliver(http: &reqwest::Client, id: &str, url: &str, body: Vec<u8>) -> 
         .body(body)
         .send()
         .await
-        .map_err(|e| e.without_url().to_string())?;
+        .map_err(crate::outbound::describe)?;
     if res.status().is_success() {
         Ok(())
     } else {

@@ -408,3 +408,321 @@ async fn health_lists_the_endpoints() {
         .unwrap();
     assert_eq!(body, json!({"status": "ok", "endpoints": ["fresco/echo"]}));
 }
+
+const KEY_ONE: &str = "key-one-0123456789abcdef";
+const KEY_TWO: &str = "key-two-0123456789abcdef";
+
+#[tokio::test]
+async fn with_api_keys_every_call_needs_one_and_requests_belong_to_their_key() {
+    let t = common::start(|c| c.api_keys = vec![KEY_ONE.into(), KEY_TWO.into()]).await;
+    let with = |req: reqwest::RequestBuilder, key: Option<&str>| match key {
+        Some(k) => req.header("authorization", format!("Key {k}")),
+        None => req,
+    };
+    let submit = |key: Option<&'static str>| {
+        let req = with(t.http.post(format!("{}/{ECHO}", t.url)), key).json(&json!({"v": 1}));
+        async move { req.send().await.unwrap() }
+    };
+    // No key, a wrong one, a scheme fal does not use: 401.
+    assert_eq!(submit(None).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        submit(Some("key-three-0123456789")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let res = t
+        .http
+        .post(format!("{}/run/{ECHO}", t.url))
+        .header("authorization", format!("Basic {KEY_ONE}"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()["www-authenticate"], "Key");
+
+    let res = submit(Some(KEY_ONE)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let id = res.json::<Value>().await.unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = format!("{}/{ECHO}/requests/{id}", t.url);
+    let get = |path: String, key: Option<&'static str>| {
+        let req = with(t.http.get(path), key);
+        async move { req.send().await.unwrap().status() }
+    };
+    // The owner sees it; another key and no key do not, as if it did not exist.
+    let mut done = false;
+    for _ in 0..200 {
+        if get(format!("{base}/status"), Some(KEY_ONE)).await == StatusCode::OK {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(done);
+    assert_eq!(get(base.clone(), Some(KEY_ONE)).await, StatusCode::OK);
+    for path in [
+        format!("{base}/status"),
+        format!("{base}/status/stream"),
+        base.clone(),
+    ] {
+        assert_eq!(
+            get(path.clone(), Some(KEY_TWO)).await,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        assert_eq!(
+            get(path.clone(), None).await,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+    let cancel = with(t.http.put(format!("{base}/cancel")), Some(KEY_TWO))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), StatusCode::NOT_FOUND);
+    assert_eq!(cancel.json::<Value>().await.unwrap()["status"], "NOT_FOUND");
+
+    // /health and stored files need no key; storage's initiate does.
+    assert_eq!(get(format!("{}/health", t.url), None).await, StatusCode::OK);
+    let initiate = |key: Option<&'static str>| {
+        let req = with(
+            t.http.post(format!(
+                "{}/storage/upload/initiate?storage_type=fal-cdn-v3",
+                t.url
+            )),
+            key,
+        )
+        .json(&json!({"content_type": "image/png", "file_name": "a.png"}));
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(initiate(None).await.status(), StatusCode::UNAUTHORIZED);
+    let up: Value = initiate(Some(KEY_TWO)).await.json().await.unwrap();
+    let put = t
+        .http
+        .put(up["upload_url"].as_str().unwrap())
+        .body("png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let file_url = up["file_url"].as_str().unwrap().to_owned();
+    assert_eq!(get(file_url.clone(), None).await, StatusCode::OK);
+
+    // Through the proxy: a key lets a local call in, as its owner.
+    let proxied = |key: Option<&'static str>| {
+        let req = with(t.http.post(format!("{}/api/fal/proxy", t.url)), key)
+            .header("x-fal-target-url", format!("https://queue.fal.run/{ECHO}"))
+            .json(&json!({"v": 2}));
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(proxied(None).await.status(), StatusCode::UNAUTHORIZED);
+    let res = proxied(Some(KEY_TWO)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let id2 = res.json::<Value>().await.unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base2 = format!("{}/{ECHO}/requests/{id2}/status", t.url);
+    assert_ne!(
+        get(base2.clone(), Some(KEY_TWO)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get(base2, Some(KEY_ONE)).await, StatusCode::NOT_FOUND);
+
+    // Files behind keys when asked.
+    let strict = common::start(|c| {
+        c.api_keys = vec![KEY_ONE.into()];
+        c.files_need_key = true;
+    })
+    .await;
+    let path = file_url.replacen(&t.url, &strict.url, 1);
+    let res = strict.http.get(&path).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn pages_of_other_sites_cannot_write_and_foreign_hosts_are_refused() {
+    let t = common::start(|_| {}).await;
+    let post = |origin: Option<&str>, content_type: Option<&str>, host: Option<&str>| {
+        let mut req = t.http.post(format!("{}/{ECHO}", t.url)).body("{\"v\":1}");
+        for (name, value) in [
+            ("origin", origin),
+            ("content-type", content_type),
+            ("host", host),
+        ] {
+            if let Some(v) = value {
+                req = req.header(name, v);
+            }
+        }
+        async move { req.send().await.unwrap().status() }
+    };
+    let json = Some("application/json");
+    // What a page of another site can send without a preflight: refused.
+    assert_eq!(
+        post(Some("https://evil.example"), Some("text/plain"), None).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        post(Some("https://evil.example"), json, None).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(post(Some("null"), json, None).await, StatusCode::FORBIDDEN);
+    // Not JSON, whoever sends it.
+    assert_eq!(
+        post(None, Some("text/plain"), None).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        post(None, None, None).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        post(None, Some("application/x-www-form-urlencoded"), None).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    // This server's own pages, and programs (no Origin), may.
+    assert_eq!(post(Some(&t.url), json, None).await, StatusCode::OK);
+    assert_eq!(post(None, json, None).await, StatusCode::OK);
+    // A page under another host name that resolves here (DNS rebinding): refused, even reads.
+    assert_eq!(
+        post(None, json, Some("evil.example")).await,
+        StatusCode::FORBIDDEN
+    );
+    let res = t
+        .http
+        .get(format!("{}/health", t.url))
+        .header("host", "evil.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let port = t.url.rsplit(':').next().unwrap();
+    assert_eq!(
+        post(None, json, Some(&format!("localhost:{port}"))).await,
+        StatusCode::OK
+    );
+
+    // An allowed origin may; the proxy mints no fal token while it is open.
+    let allowed = common::start(|c| c.cors_origins = vec!["https://app.example".into()]).await;
+    let res = allowed
+        .http
+        .post(format!("{}/{ECHO}", allowed.url))
+        .header("origin", "https://app.example")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = allowed
+        .http
+        .post(format!("{}/api/fal/proxy", allowed.url))
+        .header("x-fal-target-url", "https://rest.fal.ai/tokens/")
+        .json(&json!({"allowed_apps": ["x"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_in_all_and_per_key() {
+    let t = common::start(|c| {
+        c.api_keys = vec![KEY_ONE.into(), KEY_TWO.into()];
+        c.max_queued = 3;
+        c.max_queued_per_key = 2;
+    })
+    .await;
+    let submit = |key: &'static str| {
+        let req = t
+            .http
+            .post(format!("{}/{ECHO}", t.url))
+            .header("authorization", format!("Key {key}"))
+            .json(&json!({"delay_ms": 5000}));
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(submit(KEY_ONE).await.0, StatusCode::OK);
+    assert_eq!(submit(KEY_ONE).await.0, StatusCode::OK);
+    let (code, body) = submit(KEY_ONE).await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("most one caller may"),
+        "{body}"
+    );
+    // Another key has its own share, until the whole queue is full.
+    assert_eq!(submit(KEY_TWO).await.0, StatusCode::OK);
+    let (code, body) = submit(KEY_TWO).await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        body["detail"].as_str().unwrap().contains("queue is full"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_is_slow_to_send_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = common::start(|c| c.header_read_timeout = Duration::from_millis(300)).await;
+    let addr = t.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    // The rest of the headers never comes: the server closes the connection (408 or EOF).
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was still open after 5 s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // A prompt client on another connection is served as usual.
+    let res = t
+        .http
+        .get(format!("{}/health", t.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_finished_or_cancelled_request_leaves_no_input_in_the_database() {
+    let t = common::start(|_| {}).await;
+    let big = "x".repeat(100_000);
+    let blocker = t.submit(ECHO, json!({"delay_ms": 400, "pad": big})).await;
+    let queued = t.submit(ECHO, json!({"pad": big})).await;
+    assert!(t.stored_input_len(&queued.request_id) > 100_000);
+    let res = t
+        .http
+        .put(format!(
+            "{}/{ECHO}/requests/{}/cancel",
+            t.url, queued.request_id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(t.stored_input_len(&queued.request_id), 0);
+    t.wait_for(ECHO, &blocker.request_id, Status::Completed)
+        .await;
+    assert_eq!(t.stored_input_len(&blocker.request_id), 0);
+    // The result is still there.
+    let res = t.result(ECHO, &blocker.request_id).await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["pad"]
+            .as_str()
+            .unwrap()
+            .len(),
+        100_000
+    );
+}

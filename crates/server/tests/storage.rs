@@ -340,3 +340,76 @@ async fn urls_use_the_public_url_when_configured() {
             .starts_with("https://media.example.test/files/upload/")
     );
 }
+
+#[tokio::test]
+async fn stored_documents_cannot_run_script_on_the_servers_origin() {
+    let t = common::start(|_| {}).await;
+    for (content_type, name, disposition) in [
+        ("text/html", "page.html", "attachment"),
+        ("image/svg+xml", "pic.svg", "attachment"),
+        ("application/xhtml+xml", "page.xhtml", "attachment"),
+        ("image/png", "pic.png", "inline"),
+    ] {
+        let up = initiated(&t, false, content_type, name).await;
+        let res = t
+            .http
+            .put(&up.upload_url)
+            .header("content-type", content_type)
+            .body("<html><script>alert(document.domain)</script></html>")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let res = t.http.get(&up.file_url).send().await.unwrap();
+        let h = res.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{content_type}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("sandbox"), "{content_type}: {csp}");
+        assert!(!csp.contains("allow-scripts"), "{csp}");
+        let d = h["content-disposition"].to_str().unwrap();
+        assert!(d.starts_with(disposition), "{content_type}: {d}");
+    }
+}
+
+#[tokio::test]
+async fn multipart_parts_count_against_the_file_limit_as_they_arrive() {
+    let t = common::start(|c| c.max_file_bytes = 1000).await;
+    let mp = initiated(&t, true, "text/plain", "parts.txt").await;
+    let put = |n: u32, len: usize| {
+        let req = t
+            .http
+            .put(format!("{}/{n}", mp.upload_url))
+            .body(vec![b'a'; len]);
+        async move { req.send().await.unwrap().status() }
+    };
+    assert_eq!(put(1, 600).await, StatusCode::OK);
+    // 600 + 500 > 1000: refused as it arrives, and nothing of it is kept.
+    assert_eq!(put(2, 500).await, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(put(2, 400).await, StatusCode::OK);
+    assert_eq!(put(3, 1).await, StatusCode::PAYLOAD_TOO_LARGE);
+    // A part sent again replaces itself, so its old size does not count twice.
+    assert_eq!(put(2, 400).await, StatusCode::OK);
+    let parts_dir = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.ends_with("uploads"))
+        .expect("the uploads folder");
+    let kept: u64 = walk(&parts_dir)
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    assert_eq!(kept, 1000, "only the accepted parts are on disk");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}

@@ -38,7 +38,9 @@ async fn a_webhook_is_retried_until_the_receiver_accepts_it() {
         }
     }))
     .await;
-    let t = common::start(|_| {}).await;
+    // The receiver is on 127.0.0.1: allowed explicitly (refused by default, as the last test
+    // shows).
+    let t = common::start(|c| c.allow_private_urls = true).await;
     let hook = format!("{}/hook?x=1", receiver.url);
     let res = t
         .http
@@ -84,7 +86,11 @@ async fn a_failed_request_sends_an_error_webhook_and_delivery_gives_up_after_max
         StatusCode::SERVICE_UNAVAILABLE.into_response()
     }))
     .await;
-    let t = common::start(|c| c.webhook_max_attempts = 3).await;
+    let t = common::start(|c| {
+        c.webhook_max_attempts = 3;
+        c.allow_private_urls = true;
+    })
+    .await;
     let res = t
         .http
         .post(format!("{}/{ECHO}?fal_webhook={}/hook", t.url, receiver.url))
@@ -109,4 +115,44 @@ async fn a_failed_request_sends_an_error_webhook_and_delivery_gives_up_after_max
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(receiver.received().len(), 3, "no fourth attempt");
     let _ = id;
+}
+
+#[tokio::test]
+async fn a_webhook_to_a_private_address_is_refused_by_default() {
+    let receiver = common::Recorder::start(Arc::new(|_, _| StatusCode::OK.into_response())).await;
+    let t = common::start(|c| c.webhook_max_attempts = 2).await;
+    // The receiver under three spellings of 127.0.0.1.
+    let port = receiver.url.rsplit(':').next().unwrap().to_owned();
+    for host in ["127.0.0.1", "localhost", "[::ffff:7f00:1]"] {
+        let res = t
+            .http
+            .post(format!(
+                "{}/{ECHO}?fal_webhook=http://{host}:{port}/hook",
+                t.url
+            ))
+            .json(&json!({"value": 1}))
+            .send()
+            .await
+            .unwrap();
+        let id = res
+            .json::<fresco_protocol::QueueStatus>()
+            .await
+            .unwrap()
+            .request_id;
+        t.wait_for(ECHO, &id, Status::Completed).await;
+    }
+    // Both attempts of each refused, and recorded as failed with the reason.
+    let start = Instant::now();
+    loop {
+        let failed = t.failed_webhooks();
+        if failed.len() == 3 {
+            for why in &failed {
+                assert!(why.contains("not a public address"), "{why}");
+            }
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{failed:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(receiver.received().is_empty(), "the receiver was reached");
 }

@@ -16,8 +16,23 @@ use image::{DynamicImage, GrayImage, ImageFormat, RgbImage, imageops::FilterType
 
 use super::PipelineError;
 
-/// Decodes PNG, JPEG or WebP bytes. `field` names the input in errors (`image_url`, `mask_url`).
+/// The most pixels an input image may have by default (16 MP, 4096²): a small file can claim a
+/// huge image (a 420 KB PNG of 12000² decodes to 432 MB), so the size is read from the header
+/// and checked before anything is decoded.
+pub const MAX_INPUT_PIXELS: u64 = 4096 * 4096;
+
+/// Decodes PNG, JPEG or WebP bytes of at most [`MAX_INPUT_PIXELS`]. `field` names the input in
+/// errors (`image_url`, `mask_url`).
 pub fn decode(bytes: &[u8], field: &str) -> Result<DynamicImage, PipelineError> {
+    decode_at_most(bytes, field, MAX_INPUT_PIXELS)
+}
+
+/// [`decode`] with another pixel cap: the header's width × height is checked first.
+pub fn decode_at_most(
+    bytes: &[u8],
+    field: &str,
+    max_pixels: u64,
+) -> Result<DynamicImage, PipelineError> {
     if bytes.is_empty() {
         return Err(PipelineError::input(field, "the image is empty (0 bytes)"));
     }
@@ -27,9 +42,23 @@ pub fn decode(bytes: &[u8], field: &str) -> Result<DynamicImage, PipelineError> 
             "not an image this engine decodes (PNG, JPEG or WebP expected)",
         )
     })?;
-    image::load_from_memory_with_format(bytes, format).map_err(|e| {
+    let broken = |e: image::ImageError| {
         PipelineError::input(field, format!("the {format:?} image does not decode: {e}"))
-    })
+    };
+    let reader = |bytes| image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let (width, height) = reader(bytes).into_dimensions().map_err(broken)?;
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(PipelineError::input(
+            field,
+            format!(
+                "the image is {width}×{height} ({:.1} MP), over the limit of {:.1} MP",
+                pixels as f64 / 1e6,
+                max_pixels as f64 / 1e6
+            ),
+        ));
+    }
+    reader(bytes).decode().map_err(broken)
 }
 
 /// PIL's `convert("RGB")`.
@@ -313,6 +342,68 @@ pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PNG that claims `width`×`height` in its header and carries a few bytes of data.
+    fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in bytes {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 {
+                        (crc >> 1) ^ 0xedb8_8320
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let body = [kind, data].concat();
+            out.extend_from_slice(&body);
+            out.extend_from_slice(&crc32(&body).to_be_bytes());
+        };
+        let ihdr = [
+            &width.to_be_bytes()[..],
+            &height.to_be_bytes(),
+            &[8, 2, 0, 0, 0],
+        ]
+        .concat();
+        chunk(b"IHDR", &ihdr);
+        chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00]);
+        chunk(b"IEND", &[]);
+        out
+    }
+
+    #[test]
+    fn an_image_over_the_pixel_cap_is_refused_from_its_header() {
+        for (w, h) in [(12_000, 12_000), (4097, 4096), (100_000, 1_000)] {
+            let err = decode(&png_claiming(w, h), "image_url")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("{w}×{h}")) && err.contains("over the limit"),
+                "{err}"
+            );
+        }
+        // Past the decoder's own memory limit the header read refuses it first.
+        assert!(decode_at_most(&png_claiming(2_000_000_000, 2), "image_url", u64::MAX).is_err());
+        // Under the cap the same kind of bytes get as far as decoding (and fail there: no data).
+        let err = decode(&png_claiming(64, 64), "image_url")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not decode"), "{err}");
+        // A real image under the cap decodes.
+        let mut small = Vec::new();
+        DynamicImage::ImageRgb8(RgbImage::new(3, 2))
+            .write_to(&mut std::io::Cursor::new(&mut small), ImageFormat::Png)
+            .unwrap();
+        assert_eq!(decode_at_most(&small, "image_url", 6).unwrap().width(), 3);
+        assert!(decode_at_most(&small, "image_url", 5).is_err());
+    }
 
     #[test]
     fn luma_is_pils() {

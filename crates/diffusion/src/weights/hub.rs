@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use super::WeightsError;
+use super::names;
 use super::repo::RepoLocation;
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -178,6 +179,13 @@ impl RepoFiles {
         })
     }
 
+    /// Fetches through `http` instead of a client of its own: a server passes one that reaches
+    /// only public addresses for the repositories its callers name.
+    pub fn with_http(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
+    }
+
     pub fn location(&self) -> &RepoLocation {
         &self.location
     }
@@ -221,13 +229,19 @@ impl RepoFiles {
     /// The local path of `rel` (downloading it when needed), or `None` if the repository has no
     /// such file.
     pub async fn get(&self, rel: &str) -> Result<Option<PathBuf>, WeightsError> {
+        // `rel` may come from a repository's own files (a shard index): it must name a file
+        // inside the repository, wherever that lives.
+        let rel = names::repo_path(rel)?;
         if let RepoLocation::Dir(dir) = &self.location {
             let p = dir.join(rel);
             return Ok(p.is_file().then_some(p));
         }
         let repo = self.repo_dir();
-        let cached_commit = std::fs::read_to_string(repo.join("refs").join(self.revision()))
+        let revision = names::revision(self.revision())?;
+        // A ref file that does not hold a commit (damaged, or not ours) is as good as none.
+        let cached_commit = std::fs::read_to_string(repo.join("refs").join(revision))
             .ok()
+            .filter(|c| names::commit(c.trim()).is_ok())
             .map(|c| c.trim().to_owned());
         if self.options.offline {
             let Some(commit) = cached_commit else {
@@ -248,7 +262,17 @@ impl RepoFiles {
                 "HF_HUB_OFFLINE is set and this file is not in the cache",
             ));
         }
-        self.fetch(rel, &repo, cached_commit).await
+        // The cache's own paths (its folder, blob names from etags) are not for the caller: a
+        // file error names the repository's file.
+        self.fetch(rel, &repo, cached_commit)
+            .await
+            .map_err(|e| match e {
+                WeightsError::Io { source, .. } => WeightsError::Io {
+                    file: format!("{rel} (in the model cache)"),
+                    source,
+                },
+                other => other,
+            })
     }
 
     fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -277,14 +301,18 @@ impl RepoFiles {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let commit = header("x-repo-commit")
-            .or(cached_commit)
-            .unwrap_or_else(|| self.revision().to_owned());
+        // The commit names the snapshot folder: a server's header must be a commit, or it is
+        // refused (a plain static server sends none, and its files go under the revision).
+        let commit = match header("x-repo-commit") {
+            Some(c) => names::commit(&c)
+                .map_err(|e| net_err(&url, format!("x-repo-commit: {e}")))?
+                .to_owned(),
+            None => cached_commit.unwrap_or_else(|| self.revision().to_owned()),
+        };
         if status == reqwest::StatusCode::NOT_FOUND {
-            let marker = repo.join(".no_exist").join(&commit).join(rel);
-            if let Some(parent) = marker.parent() {
-                let _ = std::fs::create_dir_all(parent).and_then(|_| std::fs::write(&marker, b""));
-            }
+            let marker = inside(repo, repo.join(".no_exist").join(&commit).join(rel))?;
+            // Only a hint for offline use: a marker that cannot be written is no error.
+            let _ = write_small(&marker, b"");
             return Ok(None);
         }
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
@@ -304,9 +332,9 @@ impl RepoFiles {
         let etag = header("x-linked-etag")
             .or_else(|| header("etag"))
             .map(|e| e.trim_start_matches("W/").trim_matches('"').to_owned())
-            .filter(|e| !e.is_empty() && !e.contains('/') && !e.contains(".."));
-        let etag = match (etag, &self.location) {
-            (Some(etag), _) => etag,
+            .filter(|e| !e.is_empty());
+        let blob_name = match (etag, &self.location) {
+            (Some(etag), _) => names::blob_name(&etag),
             // A plain static server (a bucket, nginx without etags): the file is known by its
             // URL, size and modification time, so a changed file is downloaded again.
             (None, RepoLocation::Url(_)) => {
@@ -323,18 +351,16 @@ impl RepoFiles {
             }
         };
 
-        let blob = repo.join("blobs").join(&etag);
-        let snap = repo.join("snapshots").join(&commit).join(rel);
-        if !blob.is_file() {
+        let blob = inside(repo, repo.join("blobs").join(&blob_name))?;
+        let snap = inside(repo, repo.join("snapshots").join(&commit).join(rel))?;
+        // A link in place of a blob is not ours: the download's rename replaces it.
+        if !std::fs::symlink_metadata(&blob).is_ok_and(|m| m.is_file()) {
             self.download(&url, &blob, size).await?;
         }
         link(&blob, &snap)?;
         if commit != self.revision() {
-            let refs = repo.join("refs").join(self.revision());
-            if let Some(parent) = refs.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-            }
-            std::fs::write(&refs, &commit).map_err(|e| io_err(&refs, e))?;
+            let refs = inside(repo, repo.join("refs").join(self.revision()))?;
+            write_small(&refs, commit.as_bytes())?;
         }
         Ok(Some(snap))
     }
@@ -350,6 +376,10 @@ impl RepoFiles {
             .await
             .map_err(|e| io_err(dir, e))?;
         let partial = blob.with_extension("incomplete");
+        // A partial download is resumed only from a file of ours, never through a link.
+        if std::fs::symlink_metadata(&partial).is_ok_and(|m| !m.is_file()) {
+            unlink(&partial)?;
+        }
         let have = tokio::fs::metadata(&partial)
             .await
             .map(|m| m.len())
@@ -410,19 +440,37 @@ impl RepoFiles {
         match self.get(rel).await? {
             Some(p) => std::fs::read_to_string(&p)
                 .map(Some)
-                .map_err(|e| io_err(&p, e)),
+                .map_err(|e| io_err(Path::new(rel), e)),
             None => Ok(None),
         }
     }
 }
 
-/// `snapshots/{commit}/{path}` → `../../blobs/{etag}` (relative, as huggingface_hub makes it).
+/// `path`, checked to lie under `root` (no `..`, no other root): the last guard between a name
+/// from outside and the file system, behind the checks of [`names`].
+fn inside(root: &Path, path: PathBuf) -> Result<PathBuf, WeightsError> {
+    use std::path::Component;
+    let below = path
+        .strip_prefix(root)
+        .ok()
+        .filter(|rest| rest.components().all(|c| matches!(c, Component::Normal(_))));
+    match below {
+        Some(_) => Ok(path),
+        None => Err(WeightsError::Config(
+            "refused a path outside the model cache".into(),
+        )),
+    }
+}
+
+/// `snapshots/{commit}/{path}` → `../../blobs/{blob}` (relative, as huggingface_hub makes it).
+///
+/// Nothing is written through a link this did not make: an existing link is replaced, not
+/// followed (a dangling link there would otherwise be written through), and where links cannot
+/// be made (Windows without the right) the copy is written beside the snapshot path and renamed
+/// over it.
 fn link(blob: &Path, snap: &Path) -> Result<(), WeightsError> {
     let dir = snap.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    if snap.exists() {
-        return Ok(());
-    }
     let depth = snap
         .strip_prefix(
             blob.parent()
@@ -436,13 +484,45 @@ fn link(blob: &Path, snap: &Path) -> Result<(), WeightsError> {
     }
     target.push("blobs");
     target.push(blob.file_name().unwrap_or_default());
+    if std::fs::read_link(snap).is_ok_and(|t| t == target) {
+        return Ok(());
+    }
+    // Another blob (the file changed under the same revision), a copy, or not our link: the
+    // entry itself goes, whatever it points at.
+    unlink(snap)?;
     #[cfg(unix)]
     {
-        if std::os::unix::fs::symlink(&target, snap).is_ok() {
-            return Ok(());
-        }
+        std::os::unix::fs::symlink(&target, snap).map_err(|e| io_err(snap, e))
     }
-    std::fs::copy(blob, snap)
-        .map(|_| ())
-        .map_err(|e| io_err(snap, e))
+    #[cfg(not(unix))]
+    {
+        let copy = snap.with_extension("fresco-copy");
+        unlink(&copy)?;
+        std::fs::copy(blob, &copy).map_err(|e| io_err(&copy, e))?;
+        std::fs::rename(&copy, snap).map_err(|e| io_err(snap, e))
+    }
+}
+
+/// Removes the file or link at `path` (never what a link points at); a folder there is an error.
+fn unlink(path: &Path) -> Result<(), WeightsError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(io_err(
+            path,
+            std::io::Error::other("a folder stands where a file of the cache belongs"),
+        )),
+        Ok(_) => std::fs::remove_file(path).map_err(|e| io_err(path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+/// Writes a small file of the cache (a ref, a not-found marker) beside `path` and renames it
+/// there, so that a link at `path` is replaced, not written through.
+fn write_small(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let tmp = path.with_extension("fresco-tmp");
+    unlink(&tmp)?;
+    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }

@@ -73,6 +73,9 @@ pub async fn resolve_weights(
             })?;
             let mut shards = Vec::new();
             for shard in index.files() {
+                // The index is the repository's to write: a shard is a file beside it, no path.
+                let shard = super::names::file_name(&shard)
+                    .map_err(|e| WeightsError::corrupt(&candidate, e.to_string()))?;
                 let rel = format!("{component}/{shard}");
                 let Some(header) = files.safetensors_header(&rel).await? else {
                     return Err(WeightsError::corrupt(

@@ -5,6 +5,7 @@ pub mod convert;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod hub;
 pub mod load;
+pub mod names;
 pub mod repo;
 pub mod safetensors;
 pub mod source;

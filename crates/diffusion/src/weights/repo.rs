@@ -37,18 +37,27 @@ impl RepoLocation {
         {
             return Ok(RepoLocation::Dir(path.to_path_buf()));
         }
+        Self::parse_hub_id(s)
+    }
+
+    /// `owner/name[@revision]` → `Hub`, and nothing else (a server that takes no local paths).
+    pub fn parse_hub_id(model_name: &str) -> Result<Self, WeightsError> {
+        let s = model_name.trim();
         let (id, revision) = match s.split_once('@') {
             Some((id, rev)) if !rev.is_empty() => (id, rev),
             _ => (s, "main"),
         };
         let valid = |part: &str| {
             !part.is_empty()
+                && part != "."
+                && part != ".."
                 && part
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
         match id.split_once('/') {
             Some((owner, name)) if valid(owner) && valid(name) && !name.contains('/') => {
+                super::names::revision(revision)?;
                 Ok(RepoLocation::Hub {
                     id: id.to_owned(),
                     revision: revision.to_owned(),
@@ -185,7 +194,15 @@ mod tests {
             RepoLocation::parse("./model").unwrap(),
             RepoLocation::Dir(_)
         ));
-        for bad in ["just-a-name", "a/b/c", "a b/c", ""] {
+        for bad in [
+            "just-a-name",
+            "a/b/c",
+            "a b/c",
+            "",
+            "a/b@../../x",
+            "a/b@/etc",
+            "a/..",
+        ] {
             assert!(RepoLocation::parse(bad).is_err(), "{bad}");
         }
     }

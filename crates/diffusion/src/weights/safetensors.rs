@@ -99,8 +99,15 @@ pub fn parse_header(json: &[u8], file: &str) -> Result<Vec<TensorInfo>, WeightsE
             dtype: entry.dtype.clone(),
         })?;
         let [begin, end] = entry.data_offsets;
-        let numel: u64 = entry.shape.iter().map(|&d| d as u64).product();
-        if end < begin || end - begin != numel * dtype.size() as u64 {
+        // A hostile header's shape can multiply past 2⁶⁴ (or past this machine's usize): such a
+        // tensor has no size, and is refused rather than wrapped into a small, plausible one.
+        let bytes = entry
+            .shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .filter(|&n| usize::try_from(n).is_ok())
+            .and_then(|n| n.checked_mul(dtype.size() as u64));
+        if end < begin || Some(end - begin) != bytes {
             return Err(WeightsError::corrupt(
                 file,
                 format!(
@@ -108,7 +115,7 @@ pub fn parse_header(json: &[u8], file: &str) -> Result<Vec<TensorInfo>, WeightsE
                     end.saturating_sub(begin),
                     entry.shape,
                     dtype,
-                    numel * dtype.size() as u64
+                    bytes.map_or_else(|| "more than 2⁶⁴".to_owned(), |b| b.to_string())
                 ),
             ));
         }
@@ -180,10 +187,10 @@ pub fn read_prefix(prefix: &[u8], file: &str) -> Result<Prefix, WeightsError> {
     };
     let tensors = parse_header(json, file)?;
     let data = tensors.iter().map(|t| t.end).max().unwrap_or(0);
-    Ok(Prefix::Header(Header {
-        tensors,
-        file_size: 8 + n + data,
-    }))
+    let file_size = (8 + n)
+        .checked_add(data)
+        .ok_or_else(|| WeightsError::corrupt(file, "the tensors end past 2⁶⁴ bytes"))?;
+    Ok(Prefix::Header(Header { tensors, file_size }))
 }
 
 enum State {
@@ -508,6 +515,15 @@ mod tests {
             err.contains("\"w\"") && err.contains("16 expected"),
             "{err}"
         );
+
+        // A shape whose size wraps past 2⁶⁴ to 0 bytes (2⁶³ × 4 × 4): refused, not taken for an
+        // empty tensor whose shape would later size an allocation.
+        let header =
+            br#"{"w":{"dtype":"F32","shape":[9223372036854775808,4],"data_offsets":[0,0]}}"#;
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header);
+        let err = read_prefix(&file, "f").unwrap_err().to_string();
+        assert!(err.contains("more than 2⁶⁴"), "{err}");
 
         let header = br#"{"w":{"dtype":"I8","shape":[2],"data_offsets":[0,2]}}"#;
         let mut file = (header.len() as u64).to_le_bytes().to_vec();

@@ -3,15 +3,14 @@
 //! per step, the image stored in the server's storage and returned as fal returns it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::StatusCode;
-use base64::Engine as _;
 use burn::tensor::Device;
 use fresco_diffusion::pipeline::endpoint::{Call, Failure};
-use fresco_diffusion::pipeline::image::decode;
+use fresco_diffusion::pipeline::image::decode_at_most;
 use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError, Task};
+use fresco_diffusion::weights::WeightsError;
 use fresco_diffusion::weights::hub::{HubOptions, Progress, RepoFiles};
 use fresco_diffusion::weights::repo::RepoLocation;
 use fresco_diffusion::weights::store::Precision;
@@ -22,10 +21,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::{Endpoint, JobContext, JobError};
-
-/// The largest input image accepted, in bytes.
-pub const MAX_INPUT_BYTES: usize = 64 << 20;
+use super::{Endpoint, JobContext, JobError, Policy};
 
 /// The engine the endpoints share: one device, one loaded model at a time, one job at a time.
 pub struct Engine {
@@ -33,7 +29,6 @@ pub struct Engine {
     precision: Option<Precision>,
     /// The largest buffer the device binds (a GPU's): larger models are refused up front.
     buffer_limit: Option<u64>,
-    pub(crate) http: reqwest::Client,
     /// The loaded model and its name; the lock also makes jobs run one at a time.
     loaded: Mutex<Option<(String, Arc<Pipeline>)>>,
 }
@@ -44,17 +39,10 @@ impl Engine {
         precision: Option<Precision>,
         buffer_limit: Option<u64>,
     ) -> Result<Self, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(20))
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| e.to_string())?;
         Ok(Engine {
             device,
             precision,
             buffer_limit,
-            http,
             loaded: Mutex::new(None),
         })
     }
@@ -78,59 +66,6 @@ impl From<Failure> for JobError {
             error_type: f.error_type(),
         }
     }
-}
-
-/// The bytes of an input: a `data:` URI or an http(s) URL.
-pub(crate) async fn fetch(
-    http: &reqwest::Client,
-    url: &str,
-    field: &str,
-) -> Result<Vec<u8>, JobError> {
-    let bad = |message: String| field_error(field, message);
-    let too_big = || bad(format!("the image is over {MAX_INPUT_BYTES} bytes"));
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest
-            .split_once(',')
-            .ok_or_else(|| bad("a data: URI needs a comma before its data".into()))?;
-        let bytes = if meta.ends_with(";base64") {
-            base64::engine::general_purpose::STANDARD
-                .decode(data.trim())
-                .map_err(|e| bad(format!("the base64 data does not decode: {e}")))?
-        } else {
-            percent_encoding::percent_decode_str(data).collect()
-        };
-        if bytes.len() > MAX_INPUT_BYTES {
-            return Err(too_big());
-        }
-        return Ok(bytes);
-    }
-    let mut res = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| bad(format!("could not fetch {url}: {}", e.without_url())))?;
-    if !res.status().is_success() {
-        return Err(bad(format!("fetching {url} answered {}", res.status())));
-    }
-    if res
-        .content_length()
-        .is_some_and(|n| n as usize > MAX_INPUT_BYTES)
-    {
-        return Err(too_big());
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(|e| {
-        bad(format!(
-            "the download of {url} broke off: {}",
-            e.without_url()
-        ))
-    })? {
-        out.extend_from_slice(&chunk);
-        if out.len() > MAX_INPUT_BYTES {
-            return Err(too_big());
-        }
-    }
-    Ok(out)
 }
 
 /// Download progress as log lines, every 10 % of a file.
@@ -166,18 +101,19 @@ pub(crate) async fn generate(
     ctx: &Arc<JobContext>,
     call: &Call,
 ) -> Result<Generated, JobError> {
-    let image_bytes = fetch(&engine.http, &call.image_url, "image_url");
+    let image_bytes = ctx.input_bytes(&call.image_url, "image_url");
     let (image_bytes, mask_bytes) = match &call.mask_url {
         Some(m) => {
-            let (i, m) = tokio::try_join!(image_bytes, fetch(&engine.http, m, "mask_url"))?;
+            let (i, m) = tokio::try_join!(image_bytes, ctx.input_bytes(m, "mask_url"))?;
             (i, Some(m))
         }
         None => (image_bytes.await?, None),
     };
     let err = |e: PipelineError| JobError::from(call.failure(e));
-    let image = decode(&image_bytes, "image_url").map_err(err)?;
+    let max_pixels = ctx.policy()?.max_input_pixels;
+    let image = decode_at_most(&image_bytes, "image_url", max_pixels).map_err(err)?;
     let mask = mask_bytes
-        .map(|m| decode(&m, "mask_url"))
+        .map(|m| decode_at_most(&m, "mask_url", max_pixels))
         .transpose()
         .map_err(err)?;
 
@@ -190,8 +126,8 @@ pub(crate) async fn generate(
         _ => {
             *loaded = None;
             ctx.info(format!("loading {model_name}"));
-            let location = RepoLocation::parse(model_name)
-                .map_err(|e| field_error("model_name", e.to_string()))?;
+            let policy = ctx.policy()?;
+            let location = model_location(model_name, policy)?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
             let forward = {
                 let ctx = ctx.clone();
@@ -201,12 +137,18 @@ pub(crate) async fn generate(
                     }
                 })
             };
-            let files = RepoFiles::new(
+            // A model URL is the caller's: fetched like its inputs (public hosts only unless
+            // allowed). A Hugging Face id goes to the hub the operator configured.
+            let is_url = matches!(location, RepoLocation::Url(_));
+            let mut files = RepoFiles::new(
                 location,
                 HubOptions::from_env(),
                 Box::new(LogProgress(tx.clone())),
             )
             .map_err(|e| err(e.into()))?;
+            if is_url {
+                files = files.with_http(policy.outbound.client().clone());
+            }
             let options = LoadOptions {
                 precision: engine.precision,
                 variant: call.variant.clone(),
@@ -224,7 +166,17 @@ pub(crate) async fn generate(
             })
             .await
             .map_err(|e| JobError::internal(format!("loading the model crashed: {e}")))?
-            .map_err(err)?;
+            .map_err(|e| match e {
+                // As for the inputs: why a caller's URL did not answer is for the log only.
+                PipelineError::Weights(WeightsError::Network { url, message }) if is_url => {
+                    tracing::warn!(request_id = %ctx.request_id, url, "could not fetch the model: {message}");
+                    field_error(
+                        "model_name",
+                        "the model could not be loaded: could not fetch model_name",
+                    )
+                }
+                e => err(e),
+            })?;
             let _ = forward.await;
             let pipe = Arc::new(pipe);
             *loaded = Some((key, pipe.clone()));
@@ -257,6 +209,55 @@ pub(crate) async fn generate(
     .map_err(err)?;
     drop(loaded);
     Ok(out)
+}
+
+/// Where `model_name` points, as this server allows it: a Hugging Face id; an http(s) URL that
+/// [`Outbound::check`](crate::outbound::Outbound::check) passes; a folder only inside the
+/// server's `--models-dir` (a relative name resolves inside it, an absolute path must resolve
+/// inside it; links are followed before the check). Without `--models-dir`, no local folder.
+pub(crate) fn model_location(model_name: &str, policy: &Policy) -> Result<RepoLocation, JobError> {
+    let name = model_name.trim();
+    let refused = |why: String| field_error("model_name", why);
+    if name.starts_with("http://") || name.starts_with("https://") {
+        return match policy.outbound.check(name) {
+            Ok(_) => Ok(RepoLocation::Url(name.trim_end_matches('/').to_owned())),
+            Err(e) => {
+                tracing::warn!(model_name = name, "refused a model URL: {e}");
+                Err(refused(
+                    "the model could not be loaded: could not fetch model_name".into(),
+                ))
+            }
+        };
+    }
+    if let Some(dir) = &policy.models_dir {
+        let path = std::path::Path::new(name);
+        let candidate = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            dir.join(path)
+        };
+        // Resolved (links and `..` included) before it is compared with the models folder.
+        if let (Ok(real), Ok(root)) = (candidate.canonicalize(), dir.canonicalize())
+            && real.is_dir()
+        {
+            return if real.starts_with(&root) {
+                Ok(RepoLocation::Dir(real))
+            } else {
+                Err(refused(format!(
+                    "{name:?} is outside the folder this server serves models from"
+                )))
+            };
+        }
+    }
+    if ['/', '.', '~', '\\'].iter().any(|c| name.starts_with(*c)) {
+        return Err(refused(match &policy.models_dir {
+            Some(_) => format!("{name:?} is not a model folder of this server"),
+            None => "this server loads models by Hugging Face id or URL, not from local folders \
+                     (start fresco serve with --models-dir to serve a folder of models)"
+                .into(),
+        }));
+    }
+    RepoLocation::parse_hub_id(name).map_err(|e| refused(e.to_string()))
 }
 
 /// Encodes and stores each image; answers them as fal's `Image`s.

@@ -4,9 +4,11 @@
 
 pub mod echo;
 pub mod inpaint;
+pub mod input;
 pub mod lora;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -19,6 +21,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbound::Outbound;
 use crate::storage::Storage;
 
 /// How a handler fails: the HTTP status and body the result replays (fal-api.md §8.4).
@@ -99,6 +102,21 @@ pub struct JobContext {
     logs: mpsc::UnboundedSender<(LogLevel, String)>,
     cancel: CancellationToken,
     outputs: Option<Outputs>,
+    policy: Option<Policy>,
+}
+
+/// What this server allows a call besides its input: URLs through `outbound` (public hosts only
+/// unless the server allows private ones), local models only under `models_dir`, input images up
+/// to `max_input_pixels`.
+#[derive(Clone)]
+pub struct Policy {
+    pub outbound: Outbound,
+    /// Where `model_name` may name local folders; `None`: nowhere (models by id or URL only).
+    pub models_dir: Option<PathBuf>,
+    /// The server's configured public URL: its `/files/` URLs are read from the storage too.
+    pub public_url: Option<String>,
+    /// The most pixels an input image may have (checked from its header, before decoding).
+    pub max_input_pixels: u64,
 }
 
 /// Where a request's output files go: the server's storage, under the URL the client used.
@@ -121,7 +139,21 @@ impl JobContext {
             logs,
             cancel,
             outputs: None,
+            policy: None,
         }
+    }
+
+    /// Lets the handler fetch inputs and load models (see [`Policy`]).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// What this server allows the call; a context without it fetches and loads nothing.
+    pub fn policy(&self) -> Result<&Policy, JobError> {
+        self.policy
+            .as_ref()
+            .ok_or_else(|| JobError::internal("this server fetches no inputs"))
     }
 
     /// Lets the handler store output files (see [`JobContext::save_output`]).

@@ -20,6 +20,7 @@ use futures_util::TryStreamExt;
 use target::{Refusal, Service, Target};
 
 use crate::AppState;
+use crate::access::{Authenticated, constant_time_eq, credential, owner_of};
 use crate::config::StorageMode;
 use crate::http::{self, header_str};
 
@@ -57,17 +58,6 @@ fn invalid(reason: &Refusal) -> Response {
 
 fn unauthorized(reason: &str) -> Response {
     refuse(StatusCode::UNAUTHORIZED, "Unauthorized", reason)
-}
-
-/// The credential in `Authorization: Key <x>` or `Bearer <x>`.
-fn credential(value: &str) -> Option<&str> {
-    let (scheme, rest) = value.trim().split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("key") || scheme.eq_ignore_ascii_case("bearer"))
-        .then(|| rest.trim())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Where a local target is served: the path (and query) on this server.
@@ -113,17 +103,29 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
         Err(r) => return invalid(&r),
     };
     let client_auth = header_str(req.headers(), header::AUTHORIZATION.as_str()).map(str::to_owned);
-    let tokens = &state.config.proxy_tokens;
+    // The proxy's tokens and the server's API keys both let a caller through; with either
+    // configured, the caller's Authorization is ours and never goes upstream.
+    let config = &state.config;
+    let tokens: Vec<&String> = config.proxy_tokens.iter().chain(&config.api_keys).collect();
+    let mut owner = None;
     if !tokens.is_empty() {
         let presented = client_auth.as_deref().and_then(credential).unwrap_or("");
-        if !tokens
+        match tokens
             .iter()
-            .any(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()))
+            .find(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()))
         {
-            return unauthorized(
-                "this proxy requires Authorization: Key <token> with a token it was given",
-            );
+            Some(t) => owner = Some(owner_of(t)),
+            None => {
+                return unauthorized(
+                    "this proxy requires Authorization: Key <token> with a token it was given",
+                );
+            }
         }
+    } else if target.service == Service::Rest && target.url.path() == "/tokens/" {
+        // A realtime token is minted with FAL_KEY: an open proxy would hand one to anyone.
+        return unauthorized(
+            "this proxy mints no fal tokens while it is open: give it --proxy-tokens or --api-keys",
+        );
     }
 
     if let Some(path) = local_path(state, &target) {
@@ -132,6 +134,7 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
             Ok(uri) => parts.uri = uri,
             Err(_) => return invalid(&Refusal::NotAUrl),
         }
+        parts.extensions.insert(Authenticated(owner));
         return Box::pin(crate::router::dispatch(
             state.clone(),
             Request::from_parts(parts, body),
@@ -140,7 +143,7 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
     }
 
     // With tokens configured the caller's Authorization was ours; fal gets FAL_KEY.
-    let upstream_auth = match (tokens.is_empty(), client_auth, &state.config.fal_key) {
+    let upstream_auth = match (tokens.is_empty(), client_auth, &config.fal_key) {
         (true, Some(auth), _) => auth,
         (_, _, Some(key)) => format!("Key {key}"),
         _ => {

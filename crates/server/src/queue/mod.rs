@@ -17,7 +17,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, DbError, timestamp};
-use crate::endpoints::{JobContext, JobError, Registry};
+use crate::endpoints::{JobContext, JobError, Policy, Registry};
 use crate::storage::Storage;
 pub use store::{CancelEffect, NewRequest, Outcome};
 
@@ -36,6 +36,38 @@ struct Inner {
     max_attempts: u32,
     /// Where endpoints store their output files.
     storage: Option<Storage>,
+    /// What endpoints may fetch and load.
+    policy: Option<Policy>,
+    caps: Caps,
+}
+
+/// How many requests may wait or run at once: in all, and per submitter (an API key; on a
+/// server without keys everyone is one submitter).
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub total: u64,
+    pub per_owner: u64,
+}
+
+/// Why a request was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Full(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<SubmitError> for crate::http::RouteError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            // 429: fal's clients retry it with backoff.
+            SubmitError::Full(why) => {
+                crate::http::RouteError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, why)
+            }
+            SubmitError::Db(e) => e.into(),
+        }
+    }
 }
 
 /// A handle to the queue; cheap to clone.
@@ -52,6 +84,8 @@ impl Queue {
         registry: Registry,
         max_attempts: u32,
         storage: Option<Storage>,
+        policy: Option<Policy>,
+        caps: Caps,
     ) -> Result<Self, DbError> {
         let (requeued, failed) = db.call(move |c| store::recover(c, max_attempts)).await?;
         for id in &requeued {
@@ -86,6 +120,8 @@ impl Queue {
                 running: Mutex::new(HashMap::new()),
                 max_attempts,
                 storage,
+                policy,
+                caps,
             }),
         })
     }
@@ -117,24 +153,48 @@ impl Queue {
         tokio::spawn(async move { q.sweeper(result_ttl, shutdown).await });
     }
 
-    /// Queues a request and answers with its `IN_QUEUE` status.
-    pub async fn submit(&self, req: NewRequest) -> Result<QueueStatus, DbError> {
+    /// Queues a request and answers with its `IN_QUEUE` status; `Full` when the queue, or the
+    /// submitter's share of it, holds as many waiting and running requests as it may.
+    pub async fn submit(&self, req: NewRequest) -> Result<QueueStatus, SubmitError> {
         let id = req.id.clone();
+        let caps = self.inner.caps;
         let status = self
             .inner
             .db
             .call(move |c| {
+                // One connection, so the count and the insert are not raced by another submit.
+                let (all, mine) = store::pending(c, req.owner.as_deref())?;
+                if all >= caps.total {
+                    return Ok(Err(format!(
+                        "The queue is full ({all} requests waiting or running); try again later"
+                    )));
+                }
+                if mine >= caps.per_owner {
+                    return Ok(Err(format!(
+                        "You have {mine} requests waiting or running, the most one caller may; try again when some finish"
+                    )));
+                }
                 store::insert(c, &req)?;
                 let s = store::state(c, &req.id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-                store::status_body(c, &s, None)
+                store::status_body(c, &s, None).map(Ok)
             })
-            .await?;
+            .await?
+            .map_err(SubmitError::Full)?;
         self.inner.work.notify_one();
         self.announce(&id);
         Ok(QueueStatus {
             gateway_request_id: Some(id),
             ..status
         })
+    }
+
+    /// Whether request `id` was submitted by `owner` (the same key, or both without one).
+    pub async fn owned_by(&self, id: &str, owner: Option<&str>) -> Result<bool, DbError> {
+        let (id, owner) = (id.to_owned(), owner.map(str::to_owned));
+        self.inner
+            .db
+            .call(move |c| store::owned_by(c, &id, owner.as_deref()))
+            .await
     }
 
     /// The status of request `id` of `app`, or `None` if there is no such request.
@@ -272,6 +332,9 @@ impl Queue {
                         .as_deref()
                         .and_then(|l| serde_json::from_str(l).ok());
                     ctx = ctx.with_outputs(storage.clone(), job.base_url.clone(), lifecycle);
+                }
+                if let Some(policy) = &self.inner.policy {
+                    ctx = ctx.with_policy(policy.clone());
                 }
                 match AssertUnwindSafe(handler.run(input, ctx))
                     .catch_unwind()

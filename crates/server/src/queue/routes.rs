@@ -12,6 +12,13 @@ use serde_json::json;
 use super::{CancelEffect, NewRequest, Queue, ResultLookup};
 use crate::http::{self, RouteError, header_str};
 
+/// Who submits: the base URL they reached this server by (outputs are stored under it) and the
+/// API key's owner id (`None` on a server without keys).
+pub struct Caller {
+    pub base_url: String,
+    pub owner: Option<String>,
+}
+
 /// Query parameters as pairs.
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query
@@ -54,7 +61,7 @@ fn submission(
     input: Vec<u8>,
     query: Option<&str>,
     hdrs: &HeaderMap,
-    base_url: String,
+    caller: Caller,
 ) -> Result<NewRequest, RouteError> {
     let mut errors = Vec::new();
     let webhook_url = query_pairs(query)
@@ -120,15 +127,23 @@ fn submission(
         priority,
         start_timeout,
         webhook_url,
-        base_url,
+        base_url: caller.base_url,
         hint: header_str(hdrs, headers::RUNNER_HINT).map(str::to_owned),
         lifecycle,
+        owner: caller.owner,
     })
 }
 
-/// Reads and checks a JSON input body; an absent body is the input `null`.
-async fn read_input(body: Body, limit: usize) -> Result<Vec<u8>, RouteError> {
+/// Reads and checks a JSON input body; an absent body is the input `null`. A body must say it
+/// is JSON: a page on another site can send `text/plain` without asking first.
+async fn read_input(body: Body, limit: usize, hdrs: &HeaderMap) -> Result<Vec<u8>, RouteError> {
     let bytes = http::read_body(body, limit).await?;
+    if !crate::access::json_content_type(hdrs, bytes.len()) {
+        return Err(RouteError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "The input must be sent as Content-Type: application/json",
+        ));
+    }
     let value = http::parse_json(&bytes)?;
     serde_json::to_vec(&value).map_err(RouteError::internal)
 }
@@ -141,15 +156,15 @@ async fn accept(
     query: Option<&str>,
     hdrs: &HeaderMap,
     body: Body,
-    base_url: String,
+    caller: Caller,
     limit: usize,
 ) -> Result<NewRequest, RouteError> {
     let app = endpoint.app_id();
     if !queue.registry().contains(&app) {
         return Err(not_found_app(&app));
     }
-    let input = read_input(body, limit).await?;
-    submission(endpoint, input, query, hdrs, base_url)
+    let input = read_input(body, limit, hdrs).await?;
+    submission(endpoint, input, query, hdrs, caller)
 }
 
 /// `POST /{id}`: queue a request.
@@ -159,10 +174,10 @@ pub async fn submit(
     query: Option<&str>,
     hdrs: &HeaderMap,
     body: Body,
-    base_url: String,
+    caller: Caller,
     limit: usize,
 ) -> Result<Response, RouteError> {
-    let req = accept(queue, &endpoint, query, hdrs, body, base_url, limit).await?;
+    let req = accept(queue, &endpoint, query, hdrs, body, caller, limit).await?;
     let status = queue.submit(req).await?;
     tracing::info!(request_id = %status.request_id, endpoint = %endpoint, "request queued");
     let id = status.request_id.clone();
@@ -288,11 +303,11 @@ pub async fn run(
     endpoint: EndpointId,
     hdrs: &HeaderMap,
     body: Body,
-    base_url: String,
+    caller: Caller,
     limit: usize,
 ) -> Result<Response, RouteError> {
     let app = endpoint.app_id();
-    let mut req = accept(queue, &endpoint, None, hdrs, body, base_url, limit).await?;
+    let mut req = accept(queue, &endpoint, None, hdrs, body, caller, limit).await?;
     req.webhook_url = None;
     req.priority = QueuePriority::Normal;
     let mut updates = queue.subscribe();

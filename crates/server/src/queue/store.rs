@@ -26,6 +26,9 @@ pub struct NewRequest {
     pub base_url: String,
     pub hint: Option<String>,
     pub lifecycle: Option<String>,
+    /// The API key's owner id that submitted it (`access::owner_of`); `None` on a server
+    /// without keys.
+    pub owner: Option<String>,
 }
 
 /// A request a worker has claimed.
@@ -140,8 +143,8 @@ pub fn insert(conn: &Connection, r: &NewRequest) -> rusqlite::Result<()> {
     let created = now();
     conn.execute(
         "INSERT INTO requests (id, endpoint, app, input, priority, state, created_at, start_deadline,
-                               webhook_url, base_url, hint, lifecycle)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'IN_QUEUE', ?6, ?7, ?8, ?9, ?10, ?11)",
+                               webhook_url, base_url, hint, lifecycle, owner)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'IN_QUEUE', ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             r.id,
             r.endpoint,
@@ -153,10 +156,31 @@ pub fn insert(conn: &Connection, r: &NewRequest) -> rusqlite::Result<()> {
             r.webhook_url,
             r.base_url,
             r.hint,
-            r.lifecycle
+            r.lifecycle,
+            r.owner
         ],
     )?;
     Ok(())
+}
+
+/// Requests waiting or running: in all, and those of `owner`.
+pub fn pending(conn: &Connection, owner: Option<&str>) -> rusqlite::Result<(u64, u64)> {
+    conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(owner IS ?1), 0) FROM requests
+         WHERE state IN ('IN_QUEUE', 'IN_PROGRESS')",
+        params![owner],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+    )
+}
+
+/// Whether request `id` exists and belongs to `owner` (`None`: submitted without a key).
+pub fn owned_by(conn: &Connection, id: &str, owner: Option<&str>) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM requests WHERE id = ?1 AND owner IS ?2",
+        params![id, owner],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 pub fn priority_rank(p: QueuePriority) -> i64 {
@@ -315,8 +339,11 @@ pub fn complete(conn: &mut Connection, id: &str, outcome: &Outcome) -> rusqlite:
     };
     let finished = now();
     tx.execute(
+        // The input is no longer needed once the request is done (a cancelled one never ran):
+        // dropped at once, so the database holds inputs only of requests waiting or running.
         "UPDATE requests SET state = 'COMPLETED', finished_at = ?2, started_at = COALESCE(started_at, ?2),
-                result_status = ?3, result_body = ?4, error = ?5, error_type = ?6, timeout_type = ?7
+                result_status = ?3, result_body = ?4, error = ?5, error_type = ?6, timeout_type = ?7,
+                input = x''
          WHERE id = ?1",
         params![id, finished, outcome.status, outcome.body, outcome.error, outcome.error_type, outcome.timeout_type],
     )?;

@@ -190,7 +190,23 @@ impl Storage {
                     format!("Part number must be 1 to {MAX_PARTS}, got {part:?}"),
                 )
             })?;
-        let limit = MAX_PART_BYTES.min(self.max_file_bytes);
+        // The parts so far count against the file's limit as they arrive, not only at
+        // `complete`: otherwise 10 000 parts could fill the disk first.
+        let (k, n) = (p.key.clone(), part_number);
+        let before: u64 = self
+            .db
+            .call(move |c| {
+                c.query_row(
+                    "SELECT COALESCE(SUM(size), 0) FROM file_parts WHERE key = ?1 AND part != ?2",
+                    params![k, n],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .await? as u64;
+        if before >= self.max_file_bytes {
+            return Err(too_large(self.max_file_bytes));
+        }
+        let limit = MAX_PART_BYTES.min(self.max_file_bytes - before);
         check_declared(declared_len, limit)?;
         let dir = self.uploads.join(&p.key);
         tokio::fs::create_dir_all(&dir)

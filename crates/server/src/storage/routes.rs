@@ -166,13 +166,51 @@ pub async fn get(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),
     );
+    // Stored files come from anyone who may upload, and are served from the origin of the
+    // site, the queue and the proxy: nothing in them may run there (stored XSS). The type is
+    // not sniffed, the document is sandboxed (no script, an opaque origin), and what is not
+    // plainly media or data is a download, not a page.
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'",
+        ),
+    );
+    let disposition = if shown_inline(&file.content_type) {
+        "inline"
+    } else {
+        "attachment"
+    };
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "inline; filename*=UTF-8''{}",
+        "{disposition}; filename*=UTF-8''{}",
         super::encode_segment(&file.file_name)
     )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(with_cors(res))
+}
+
+/// Whether a stored file of this type may be shown in the browser rather than downloaded:
+/// images (but SVG, which is a document that runs script), audio, video, plain text and data.
+pub fn shown_inline(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (kind, sub) = essence.split_once('/').unwrap_or((&essence, ""));
+    match kind {
+        "image" => !sub.contains("svg"),
+        "audio" | "video" => true,
+        "text" => sub == "plain",
+        "application" => matches!(sub, "json" | "octet-stream"),
+        _ => false,
+    }
 }
 
 /// Files and upload URLs are capabilities (unguessable URLs), usable from any origin, like a CDN.
@@ -182,4 +220,39 @@ pub fn with_cors(mut res: Response) -> Response {
         HeaderValue::from_static("*"),
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_inline;
+
+    #[test]
+    fn only_media_and_plain_data_are_shown_inline() {
+        for inline in [
+            "image/png",
+            "image/jpeg",
+            "IMAGE/WEBP",
+            "audio/mpeg",
+            "video/mp4",
+            "text/plain; charset=utf-8",
+            "application/json",
+            "application/octet-stream",
+        ] {
+            assert!(shown_inline(inline), "{inline}");
+        }
+        for download in [
+            "text/html",
+            "text/html; charset=utf-8",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "application/javascript",
+            "text/javascript",
+            "text/xml",
+            "application/pdf",
+            "",
+            "nonsense",
+        ] {
+            assert!(!shown_inline(download), "{download}");
+        }
+    }
 }

@@ -69,6 +69,29 @@ impl TestServer {
     }
 
     /// Polls until the request is in `state` (or panics after 20 s).
+    /// The last errors of the webhooks the server gave up on (read from its database).
+    pub fn failed_webhooks(&self) -> Vec<String> {
+        let db = rusqlite::Connection::open(self.dir.path().join("fresco.sqlite3")).unwrap();
+        let mut stmt = db
+            .prepare("SELECT COALESCE(last_error, '') FROM webhooks WHERE failed = 1")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// How many bytes of request `id`'s input the database still holds.
+    pub fn stored_input_len(&self, id: &str) -> usize {
+        let db = rusqlite::Connection::open(self.dir.path().join("fresco.sqlite3")).unwrap();
+        db.query_row(
+            "SELECT length(input) FROM requests WHERE id = ?1",
+            [id],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as usize
+    }
+
     pub async fn wait_for(&self, app: &str, id: &str, state: Status) -> QueueStatus {
         for _ in 0..2000 {
             let (_, s) = self.status(app, id, true).await;
