@@ -150,13 +150,13 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
     // Who (every route but the proxy, which checks its own tokens, /health, the site and the
     // file routes): the proxy, serving a target locally, says who it let in.
     let authenticated = req.extensions().get::<access::Authenticated>().cloned();
-    let caller = |base: &str| -> Result<q::Caller, RouteError> {
+    let caller = || -> Result<q::Caller, RouteError> {
         let owner = match &authenticated {
             Some(a) => a.0.clone(),
             None => access::caller(&config.api_keys, &headers)?,
         };
         Ok(q::Caller {
-            base_url: base.to_owned(),
+            base_url: base.clone(),
             owner,
         })
     };
@@ -167,11 +167,11 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
     let storage = &state.storage;
     match (&method, segs.as_slice()) {
         (&Method::POST, ["storage", "upload", "initiate"]) => {
-            caller(&base)?;
+            caller()?;
             return st::initiate(storage, &base, query, &headers, req.into_body(), false).await;
         }
         (&Method::POST, ["storage", "upload", "initiate-multipart"]) => {
-            caller(&base)?;
+            caller()?;
             return st::initiate(storage, &base, query, &headers, req.into_body(), true).await;
         }
         (&Method::PUT, ["files", "upload", token]) => {
@@ -185,7 +185,7 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
         }
         (&Method::GET | &Method::HEAD, ["files", key, name]) => {
             if config.files_need_key {
-                caller(&base)?;
+                caller()?;
             }
             return st::get(storage, &method, key, name).await;
         }
@@ -204,7 +204,7 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
             ));
         }
         (&Method::POST, ["run", rest @ ..]) => {
-            let caller = caller(&base)?;
+            let caller = caller()?;
             let endpoint = parse_endpoint(&rest.join("/"))?;
             return q::run(
                 &state.queue,
@@ -223,14 +223,11 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
         let app = segs[..i].join("/");
         let id = segs[i + 1];
         // Another key's request is, for this caller, no request at all.
-        let owner = caller(&base)?.owner;
+        let owner = caller()?.owner;
         if !state.queue.owned_by(id, owner.as_deref()).await? {
             return Err(match (&method, &segs[i + 2..]) {
-                (&Method::PUT, ["cancel"]) => RouteError::from(http::json(
-                    StatusCode::NOT_FOUND,
-                    &json!({ "status": fresco_protocol::queue::CancelStatus::NotFound, "detail": "Request not found" }),
-                )),
-                _ => RouteError::new(StatusCode::NOT_FOUND, format!("Request {id} not found")),
+                (&Method::PUT, ["cancel"]) => q::cancel_not_found(id),
+                _ => q::request_not_found(id),
             });
         }
         return match (&method, &segs[i + 2..]) {
@@ -247,7 +244,7 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
         };
     }
     if method == Method::POST {
-        let caller = caller(&base)?;
+        let caller = caller()?;
         let endpoint = parse_endpoint(&segs.join("/"))?;
         return q::submit(
             &state.queue,

@@ -124,21 +124,8 @@ async fn a_webhook_to_a_private_address_is_refused_by_default() {
     // The receiver under three spellings of 127.0.0.1.
     let port = receiver.url.rsplit(':').next().unwrap().to_owned();
     for host in ["127.0.0.1", "localhost", "[::ffff:7f00:1]"] {
-        let res = t
-            .http
-            .post(format!(
-                "{}/{ECHO}?fal_webhook=http://{host}:{port}/hook",
-                t.url
-            ))
-            .json(&json!({"value": 1}))
-            .send()
-            .await
-            .unwrap();
-        let id = res
-            .json::<fresco_protocol::QueueStatus>()
-            .await
-            .unwrap()
-            .request_id;
+        let hooked = format!("{ECHO}?fal_webhook=http://{host}:{port}/hook");
+        let id = t.submit(&hooked, json!({"value": 1})).await.request_id;
         t.wait_for(ECHO, &id, Status::Completed).await;
     }
     // Both attempts of each refused, and recorded as failed with the reason.

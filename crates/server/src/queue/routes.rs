@@ -50,8 +50,26 @@ fn not_found_app(app: &str) -> RouteError {
     )
 }
 
-fn request_not_found(id: &str) -> RouteError {
+/// A request that does not exist (or is another key's).
+pub fn request_not_found(id: &str) -> RouteError {
     RouteError::new(StatusCode::NOT_FOUND, format!("Request {id} not found"))
+}
+
+/// The cancel route's answer for a request that does not exist (or is another key's).
+pub fn cancel_not_found(id: &str) -> RouteError {
+    RouteError::from(cancel_answer(
+        id,
+        StatusCode::NOT_FOUND,
+        CancelStatus::NotFound,
+        "Request not found",
+    ))
+}
+
+fn cancel_answer(id: &str, code: StatusCode, status: CancelStatus, detail: &str) -> Response {
+    with_request_id(
+        http::json(code, &json!({ "status": status, "detail": detail })),
+        id,
+    )
 }
 
 /// Reads what a submit carries besides the input: webhook, priority, start timeout, hint,
@@ -284,16 +302,9 @@ pub async fn cancel(queue: &Queue, app: &str, id: &str) -> Result<Response, Rout
             CancelStatus::AlreadyCompleted,
             "The request has already completed",
         ),
-        CancelEffect::NotFound => (
-            StatusCode::NOT_FOUND,
-            CancelStatus::NotFound,
-            "Request not found",
-        ),
+        CancelEffect::NotFound => return Err(cancel_not_found(id)),
     };
-    Ok(with_request_id(
-        http::json(code, &json!({ "status": status, "detail": detail })),
-        id,
-    ))
+    Ok(cancel_answer(id, code, status, detail))
 }
 
 /// `POST /run/{id}` (as `fal.run`): runs the request through the same workers and answers with its
