@@ -1,5 +1,6 @@
-//! FAL_KEY never reaches a log line: a server at debug level, proxying to an unreachable
-//! upstream, refusing hostile targets and serving a local endpoint, never prints it.
+//! Secrets: FAL_KEY never reaches a log line (a server at debug level, proxying to an
+//! unreachable upstream, refusing hostile targets and serving a local endpoint, never prints
+//! it), and a server without API keys does not leave loopback.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
@@ -72,4 +73,32 @@ async fn fal_key_is_never_logged() {
         !logs.contains("5e3c1d"),
         "part of FAL_KEY leaked into the logs"
     );
+}
+
+/// `fresco serve` with `args` (and `FRESCO_API_KEYS` = `keys`) that must refuse to start.
+fn refused_start(args: &[&str], keys: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fresco"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .args(args)
+        .env("FRESCO_API_KEYS", keys)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "it started with {args:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn without_api_keys_the_server_stays_on_loopback() {
+    let err = refused_start(&["--host", "0.0.0.0"], "");
+    assert!(
+        err.contains("--api-keys") && err.contains("--insecure-no-auth"),
+        "{err}"
+    );
+    let err = refused_start(&["--host", "::"], "");
+    assert!(err.contains("--insecure-no-auth"), "{err}");
+    // Keys too short to be secret are refused, whatever the address.
+    let err = refused_start(&[], "short");
+    assert!(err.contains("at least 16"), "{err}");
 }
