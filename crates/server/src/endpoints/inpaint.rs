@@ -170,10 +170,7 @@ pub(crate) async fn generate(
                 // As for the inputs: why a caller's URL did not answer is for the log only.
                 PipelineError::Weights(WeightsError::Network { url, message }) if is_url => {
                     tracing::warn!(request_id = %ctx.request_id, url, "could not fetch the model: {message}");
-                    field_error(
-                        "model_name",
-                        "the model could not be loaded: could not fetch model_name",
-                    )
+                    field_error("model_name", MODEL_NOT_FETCHED)
                 }
                 e => err(e),
             })?;
@@ -211,6 +208,9 @@ pub(crate) async fn generate(
     Ok(out)
 }
 
+/// What a caller hears when a model URL is refused or does not answer (the reason is logged).
+const MODEL_NOT_FETCHED: &str = "the model could not be loaded: could not fetch model_name";
+
 /// Where `model_name` points, as this server allows it: a Hugging Face id; an http(s) URL that
 /// [`Outbound::check`](crate::outbound::Outbound::check) passes; a folder only inside the
 /// server's `--models-dir` (a relative name resolves inside it, an absolute path must resolve
@@ -223,9 +223,7 @@ pub(crate) fn model_location(model_name: &str, policy: &Policy) -> Result<RepoLo
             Ok(_) => Ok(RepoLocation::Url(name.trim_end_matches('/').to_owned())),
             Err(e) => {
                 tracing::warn!(model_name = name, "refused a model URL: {e}");
-                Err(refused(
-                    "the model could not be loaded: could not fetch model_name".into(),
-                ))
+                Err(refused(MODEL_NOT_FETCHED.into()))
             }
         };
     }

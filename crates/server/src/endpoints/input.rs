@@ -9,20 +9,15 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use fresco_diffusion::pipeline::endpoint::Failure;
-
+use super::inpaint::field_error;
 use super::{JobContext, JobError};
+use base64::Engine as _;
 
 /// The largest input file accepted, in bytes.
 pub const MAX_INPUT_BYTES: usize = 64 << 20;
 
 /// How long one input may take to arrive, redirects included.
 const FETCH_DEADLINE: Duration = Duration::from_secs(60);
-
-fn field_error(field: &str, msg: impl Into<String>) -> JobError {
-    Failure::field(field, msg).into()
-}
 
 fn too_big(field: &str) -> JobError {
     field_error(field, format!("the image is over {MAX_INPUT_BYTES} bytes"))
