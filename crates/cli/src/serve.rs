@@ -101,7 +101,8 @@ pub struct ServeArgs {
     /// Largest stored file, in bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
     max_file_bytes: u64,
-    /// How long finished requests and their results are kept, in seconds.
+    /// How long finished requests and their results are kept, in seconds (less where the
+    /// submit's x-fal-object-lifecycle-preference expires its outputs sooner).
     #[arg(long, default_value_t = 24 * 3600)]
     result_ttl_secs: u64,
     /// Delay before the first webhook retry, in milliseconds (doubling each attempt).

@@ -24,7 +24,7 @@ pub struct Db {
     conn: Arc<Mutex<Connection>>,
 }
 
-const SCHEMA: &str = r#"
+pub(crate) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS requests (
     seq            INTEGER PRIMARY KEY AUTOINCREMENT,
     id             TEXT NOT NULL UNIQUE,
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS requests (
     error          TEXT,
     error_type     TEXT,
     timeout_type   TEXT,
-    owner          TEXT
+    owner          TEXT,
+    expires_at     REAL
 );
 CREATE INDEX IF NOT EXISTS requests_queue ON requests (state, priority, seq);
 CREATE INDEX IF NOT EXISTS requests_finished ON requests (finished_at);
@@ -127,13 +128,21 @@ impl Db {
 }
 
 /// Brings a database made by an earlier version up to [`SCHEMA`]: columns added since.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let has_owner = conn
         .prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'owner'")?
         .exists([])?;
     if !has_owner {
         conn.execute_batch("ALTER TABLE requests ADD COLUMN owner TEXT")?;
     }
+    let has_expiry = conn
+        .prepare("SELECT 1 FROM pragma_table_info('requests') WHERE name = 'expires_at'")?
+        .exists([])?;
+    if !has_expiry {
+        conn.execute_batch("ALTER TABLE requests ADD COLUMN expires_at REAL")?;
+    }
+    // After the columns exist: an index on a column an old database lacks cannot be in SCHEMA.
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS requests_expiry ON requests (expires_at)")?;
     Ok(())
 }
 

@@ -327,25 +327,26 @@ pub fn claim_next(conn: &mut Connection) -> rusqlite::Result<Option<ClaimedReque
 /// Returns `false` when it was already completed (nothing is changed then).
 pub fn complete(conn: &mut Connection, id: &str, outcome: &Outcome) -> rusqlite::Result<bool> {
     let tx = conn.transaction()?;
-    let webhook: Option<Option<String>> = tx
+    let row: Option<(Option<String>, Option<String>)> = tx
         .query_row(
-            "SELECT webhook_url FROM requests WHERE id = ?1 AND state != 'COMPLETED'",
+            "SELECT webhook_url, lifecycle FROM requests WHERE id = ?1 AND state != 'COMPLETED'",
             [id],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some(webhook) = webhook else {
+    let Some((webhook, lifecycle)) = row else {
         return Ok(false);
     };
     let finished = now();
+    let expires_at = result_lifetime(lifecycle.as_deref()).map(|secs| finished + secs);
     tx.execute(
         // The input is no longer needed once the request is done (a cancelled one never ran):
         // dropped at once, so the database holds inputs only of requests waiting or running.
         "UPDATE requests SET state = 'COMPLETED', finished_at = ?2, started_at = COALESCE(started_at, ?2),
                 result_status = ?3, result_body = ?4, error = ?5, error_type = ?6, timeout_type = ?7,
-                input = x''
+                input = x'', expires_at = ?8
          WHERE id = ?1",
-        params![id, finished, outcome.status, outcome.body, outcome.error, outcome.error_type, outcome.timeout_type],
+        params![id, finished, outcome.status, outcome.body, outcome.error, outcome.error_type, outcome.timeout_type, expires_at],
     )?;
     if let Some(url) = webhook {
         let body = serde_json::to_vec(&webhook_payload(id, outcome)).unwrap_or_default();
@@ -487,24 +488,127 @@ pub fn expired_queued(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     rows.collect()
 }
 
-/// Deletes requests finished more than `ttl_secs` ago, with their logs and delivered or failed
-/// webhooks. Returns how many requests went.
+/// How long a finished request's result is kept when its submit asked for a lifecycle
+/// (`x-fal-object-lifecycle-preference`): as long as its output files, which expire then too.
+/// `None` without one; the server's result TTL applies alone then.
+fn result_lifetime(lifecycle: Option<&str>) -> Option<f64> {
+    let l: fresco_protocol::storage::ObjectLifecycle = serde_json::from_str(lifecycle?).ok()?;
+    l.expiration_duration_seconds.map(|s| s as f64)
+}
+
+/// Deletes finished requests whose time is up, with their logs and delivered or failed webhooks:
+/// those finished more than `ttl_secs` ago, and those whose own lifecycle ended sooner.
+/// Returns how many requests went.
 pub fn delete_finished_before(conn: &mut Connection, ttl_secs: f64) -> rusqlite::Result<usize> {
-    let cutoff = now() - ttl_secs;
+    let now = now();
+    let cutoff = now - ttl_secs;
+    const DONE: &str = "SELECT id FROM requests WHERE state = 'COMPLETED' AND (finished_at < ?1 OR expires_at < ?2)";
     let tx = conn.transaction()?;
     tx.execute(
-        "DELETE FROM logs WHERE request_id IN (SELECT id FROM requests WHERE state = 'COMPLETED' AND finished_at < ?1)",
-        [cutoff],
+        &format!("DELETE FROM logs WHERE request_id IN ({DONE})"),
+        params![cutoff, now],
     )?;
+    // A webhook still being delivered keeps its row; the request goes all the same.
     tx.execute(
-        "DELETE FROM webhooks WHERE (delivered_at IS NOT NULL OR failed = 1)
-           AND request_id IN (SELECT id FROM requests WHERE state = 'COMPLETED' AND finished_at < ?1)",
-        [cutoff],
+        &format!(
+            "DELETE FROM webhooks WHERE (delivered_at IS NOT NULL OR failed = 1) AND request_id IN ({DONE})"
+        ),
+        params![cutoff, now],
     )?;
     let n = tx.execute(
-        "DELETE FROM requests WHERE state = 'COMPLETED' AND finished_at < ?1",
-        [cutoff],
+        "DELETE FROM requests WHERE state = 'COMPLETED' AND (finished_at < ?1 OR expires_at < ?2)",
+        params![cutoff, now],
     )?;
     tx.commit()?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(crate::db::SCHEMA).unwrap();
+        crate::db::migrate(&conn).unwrap();
+        conn
+    }
+
+    fn submit(conn: &Connection, id: &str, lifecycle: Option<&str>) {
+        insert(
+            conn,
+            &NewRequest {
+                id: id.into(),
+                endpoint: "fresco/echo".into(),
+                app: "fresco/echo".into(),
+                input: b"{}".to_vec(),
+                priority: QueuePriority::Normal,
+                start_timeout: None,
+                webhook_url: None,
+                base_url: "http://127.0.0.1".into(),
+                hint: None,
+                lifecycle: lifecycle.map(str::to_owned),
+                owner: None,
+            },
+        )
+        .unwrap();
+    }
+
+    fn ids(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn.prepare("SELECT id FROM requests ORDER BY seq").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_result_goes_when_its_lifecycle_ends_before_the_servers_ttl() {
+        let mut conn = db();
+        submit(&conn, "short", Some(r#"{"expiration_duration_seconds":0}"#));
+        submit(&conn, "long", Some(r#"{"expiration_duration_seconds":86400}"#));
+        submit(&conn, "none", None);
+        submit(&conn, "waiting", Some(r#"{"expiration_duration_seconds":0}"#));
+        for id in ["short", "long", "none"] {
+            assert!(complete(&mut conn, id, &Outcome::cancelled()).unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(delete_finished_before(&mut conn, 3600.0).unwrap(), 1);
+        assert_eq!(ids(&conn), ["long", "none", "waiting"]);
+        // The server's TTL still bounds the rest; a request not finished is never swept.
+        assert_eq!(delete_finished_before(&mut conn, 0.0).unwrap(), 2);
+        assert_eq!(ids(&conn), ["waiting"]);
+    }
+
+    #[test]
+    fn a_finished_request_keeps_no_input() {
+        let mut conn = db();
+        submit(&conn, "a", None);
+        complete(&mut conn, "a", &Outcome::cancelled()).unwrap();
+        let input: Vec<u8> = conn
+            .query_row("SELECT input FROM requests WHERE id = 'a'", [], |r| r.get(0))
+            .unwrap();
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn a_database_from_before_owners_and_expiry_is_brought_up_to_date() {
+        let conn = Connection::open_in_memory().unwrap();
+        let old = crate::db::SCHEMA
+            .replace("    owner          TEXT,\n    expires_at     REAL\n", "    timeout_type2  TEXT\n");
+        assert_ne!(old, crate::db::SCHEMA, "the old schema must differ");
+        conn.execute_batch(&old).unwrap();
+        crate::db::migrate(&conn).unwrap();
+        crate::db::migrate(&conn).unwrap();
+        for col in ["owner", "expires_at"] {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('requests') WHERE name = ?1",
+                    [col],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(n, 1, "{col}");
+        }
+    }
 }
