@@ -62,7 +62,7 @@ fn load(
 /// The benchmark programs (examples) and the `fresco` binary. `cargo test --all-targets` builds
 /// examples only as test harnesses, so they get a build of their own; the dependency tree's
 /// artifacts are the tests' where the features agree.
-fn build_benches(ctx: &Ctx) -> Result {
+pub(crate) fn build_benches(ctx: &Ctx) -> Result {
     run(ctx
         .cargo()
         .args(["build", "--workspace", "--bins", "--examples", "--locked"]))

@@ -19,12 +19,17 @@
 //! - `cargo xtask bench pipeline [--sizes 32,64,128] [--mid-sizes 256,512] [--mid-wgpu-sizes 256]
 //!   [--steps 10] [--runs 2]`: whole inpainting with the tiny models and a mid-size SDXL-inpainting
 //!   pipeline, ours (CPU, wgpu) next to diffusers;
+//! - `cargo xtask bench load [--requests 1000] [--clients 1,16,64,256] [--inpaint-requests 16]
+//!   [--inpaint-clients 1,8]`: `fresco serve` (API keys on) under concurrent callers of
+//!   `fresco/echo` and the tiny inpainting: throughput, p50/p99, `/health` p99, peak RSS, and the
+//!   behaviour of a full queue;
 //! - `cargo xtask bench engine [--sizes 32,64] [--runs 3]`: UNet forward times on the CPU, wgpu
 //!   (f32, f16) and PyTorch, and the loader's peak memory on an SDXL-sized checkpoint;
 //! - `cargo xtask bench size`: the gzip size of the npm module's client (wasm + JS) next to
 //!   `@fal-ai/client` bundled with its dependencies.
 
 mod bench;
+mod load;
 mod npm;
 mod setup;
 mod site;
@@ -80,12 +85,31 @@ fn main() -> ExitCode {
                 value("--steps").and_then(|v| v.parse().ok()).unwrap_or(10),
                 value("--runs").and_then(|v| v.parse().ok()).unwrap_or(2),
             ),
+            Some("load") => {
+                let list = |name: &str, default: &str| -> Vec<usize> {
+                    value(name)
+                        .as_deref()
+                        .unwrap_or(default)
+                        .split(',')
+                        .filter_map(|v| v.trim().parse().ok())
+                        .collect()
+                };
+                load::load(
+                    &ctx,
+                    value("--requests").and_then(|v| v.parse().ok()).unwrap_or(1000),
+                    &list("--clients", "1,16,64,256"),
+                    value("--inpaint-requests")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(16),
+                    &list("--inpaint-clients", "1,8"),
+                )
+            }
             Some("size") => size::size_bench(&ctx),
             other => Err(format!(
-                "unknown benchmark {other:?}; available: proxy, engine, pipeline, size"
+                "unknown benchmark {other:?}; available: proxy, load, engine, pipeline, browser, size"
             )),
         },
-        _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | npm | fuzz [--cases N] [--seed S] | bench proxy|engine|pipeline|browser|size>".into()),
+        _ => Err("usage: cargo xtask <demo [--port P] [--check] | test [--no-lint] | setup | npm | fuzz [--cases N] [--seed S] | bench proxy|load|engine|pipeline|browser|size>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

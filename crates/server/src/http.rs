@@ -52,6 +52,13 @@ impl IntoResponse for RouteError {
     }
 }
 
+impl RouteError {
+    /// For a log line: what the route answered (its body was logged where it was made).
+    pub fn detail(&self) -> String {
+        format!("the storage answered {}", self.0.status())
+    }
+}
+
 impl From<Response> for RouteError {
     fn from(res: Response) -> Self {
         RouteError(Box::new(res))
@@ -63,14 +70,25 @@ impl RouteError {
         RouteError::from(error(status, detail.as_ref()))
     }
 
+    /// A failure of the server itself. Its detail (an io error may name a file of the server's)
+    /// goes to the log under a reference; the caller gets the reference only.
     pub fn internal(e: impl std::fmt::Display) -> Self {
-        tracing::error!("internal error: {e}");
         RouteError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("Internal server error: {e}"),
+            format!("Internal server error {}", logged_reference(&e)),
         )
     }
 }
+
+/// Logs `e` under a fresh reference and returns the words that point a caller to it:
+/// `(reference 1a2b3c4d5e6f: the server's log has the details)`.
+pub fn logged_reference(e: &dyn std::fmt::Display) -> String {
+    let reference = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    tracing::error!(reference, "internal error: {e}");
+    format!("(reference {reference}: the server's log has the details)")
+}
+
+impl RouteError {}
 
 impl From<crate::db::DbError> for RouteError {
     fn from(e: crate::db::DbError) -> Self {
@@ -180,5 +198,26 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         assert_eq!(base_url(None, &h), "https://example.test:8080");
         assert_eq!(base_url(Some("https://cdn.test/"), &h), "https://cdn.test");
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_answers_a_reference_not_its_detail() {
+        let detail = "No such file or directory: /var/lib/fresco/files/ab/cd (etag 5f1e)";
+        let res = RouteError::internal(detail).into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("reference "), "{text}");
+        for secret in ["/var/lib", "etag", "No such file"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        let job = crate::endpoints::JobError::hidden("Reading a stored file", detail);
+        assert!(
+            job.message
+                .starts_with("Reading a stored file failed (reference ")
+        );
+        assert!(!job.body.to_string().contains("/var/lib"), "{}", job.body);
     }
 }

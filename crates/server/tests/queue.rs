@@ -73,6 +73,36 @@ async fn a_request_goes_through_queue_progress_and_completion_with_logs() {
 }
 
 #[tokio::test]
+async fn a_waiting_requests_stream_follows_its_place_as_others_are_claimed() {
+    // One worker: the running request, two waiting ahead of ours, then ours.
+    let t = common::start(|_| {}).await;
+    let running = t.submit(ECHO, json!({"delay_ms": 400})).await;
+    t.wait_for(ECHO, &running.request_id, Status::InProgress)
+        .await;
+    t.submit(ECHO, json!({"delay_ms": 100})).await;
+    t.submit(ECHO, json!({"delay_ms": 100})).await;
+    // Long enough to be seen running.
+    let ours = t.submit(ECHO, json!({"delay_ms": 150})).await;
+    assert_eq!(ours.queue_position, Some(2));
+    let events = t.stream(ECHO, &ours.request_id, false).await;
+    let seen: Vec<(Status, Option<u64>)> = events
+        .iter()
+        .map(|e| (e.status, e.queue_position))
+        .collect();
+    // Other requests' changes are followed, each place once, then its own.
+    assert_eq!(
+        seen,
+        [
+            (Status::InQueue, Some(2)),
+            (Status::InQueue, Some(1)),
+            (Status::InQueue, Some(0)),
+            (Status::InProgress, None),
+            (Status::Completed, None)
+        ]
+    );
+}
+
+#[tokio::test]
 async fn the_status_stream_sends_each_change_and_only_new_log_lines() {
     let t = common::start(|_| {}).await;
     let blocker = t.submit(ECHO, json!({"delay_ms": 300})).await;

@@ -165,7 +165,7 @@ pub(crate) async fn generate(
                 })
             })
             .await
-            .map_err(|e| JobError::internal(format!("loading the model crashed: {e}")))?
+            .map_err(|e| JobError::hidden("Loading the model", e))?
             .map_err(|e| match e {
                 // As for the inputs: why a caller's URL did not answer is for the log only.
                 PipelineError::Weights(WeightsError::Network { url, message }) if is_url => {
@@ -202,7 +202,7 @@ pub(crate) async fn generate(
         })
     })
     .await
-    .map_err(|e| JobError::internal(format!("the generation crashed: {e}")))?
+    .map_err(|e| JobError::hidden("The generation", e))?
     .map_err(err)?;
     drop(loaded);
     Ok(out)

@@ -97,7 +97,7 @@ impl JobContext {
             .storage
             .get(key, &name)
             .await
-            .map_err(|e| JobError::internal(format!("reading the storage: {e:?}")))?
+            .map_err(|e| JobError::hidden("Reading the storage", e.detail()))?
             .ok_or_else(|| field_error(field, format!("could not fetch {field}")))?;
         if file.size > MAX_INPUT_BYTES as u64 {
             return Err(too_big(field));
@@ -105,7 +105,7 @@ impl JobContext {
         tokio::fs::read(&file.path)
             .await
             .map(Some)
-            .map_err(|e| JobError::internal(format!("reading a stored file: {e}")))
+            .map_err(|e| JobError::hidden("Reading a stored file", e))
     }
 }
 

@@ -78,6 +78,15 @@ impl JobError {
         }
     }
 
+    /// `what` failed inside the server: the caller reads `"{what} failed (reference …)"`, the
+    /// detail (which may name the server's files) goes to the log only.
+    pub fn hidden(what: &str, detail: impl std::fmt::Display) -> Self {
+        Self::internal(format!(
+            "{what} failed {}",
+            crate::http::logged_reference(&detail)
+        ))
+    }
+
     /// The request was cancelled while it ran.
     pub fn cancelled() -> Self {
         let message = "Request was cancelled".to_owned();
@@ -192,7 +201,7 @@ impl JobContext {
                 out.lifecycle.clone(),
             )
             .await
-            .map_err(|e| JobError::internal(format!("storing the output: {e:?}")))
+            .map_err(|e| JobError::hidden("Storing the output", e.detail()))
     }
 
     /// Adds a line to the request's logs (seen by `status?logs=1` and the status stream at once).

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fresco_protocol::EndpointId;
-use fresco_protocol::queue::{LogLevel, QueueStatus, Status};
+use fresco_protocol::queue::{LogLevel, QueuePriority, QueueStatus, Status};
 use futures_util::FutureExt;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -21,8 +21,15 @@ use crate::endpoints::{JobContext, JobError, Policy, Registry};
 use crate::storage::Storage;
 pub use store::{CancelEffect, NewRequest, Outcome};
 
-/// A change that may alter some request's status: its id.
-pub type Update = Arc<str>;
+/// A change to one request's status (its state, its logs), announced to whoever follows it.
+#[derive(Debug, Clone)]
+pub struct Update {
+    pub id: Arc<str>,
+    /// The order of the waiting requests changed too: one left the queue (claimed, cancelled,
+    /// timed out) or one joined it ahead of others. Followers of other waiting requests look
+    /// at their position again; a change without it concerns `id`'s followers alone.
+    pub moves_queue: bool,
+}
 
 struct Inner {
     db: Db,
@@ -138,8 +145,20 @@ impl Queue {
         self.inner.updates.subscribe()
     }
 
+    /// Tells the followers of `id` that its status changed.
     fn announce(&self, id: &str) {
-        let _ = self.inner.updates.send(Arc::from(id));
+        let _ = self.inner.updates.send(Update {
+            id: Arc::from(id),
+            moves_queue: false,
+        });
+    }
+
+    /// Tells the followers of `id`, and of every waiting request, that the queue moved.
+    fn announce_move(&self, id: &str) {
+        let _ = self.inner.updates.send(Update {
+            id: Arc::from(id),
+            moves_queue: true,
+        });
     }
 
     /// Starts `workers` workers and the sweeper; they run until `shutdown` is cancelled.
@@ -157,6 +176,7 @@ impl Queue {
     /// submitter's share of it, holds as many waiting and running requests as it may.
     pub async fn submit(&self, req: NewRequest) -> Result<QueueStatus, SubmitError> {
         let id = req.id.clone();
+        let priority = req.priority;
         let caps = self.inner.caps;
         let status = self
             .inner
@@ -181,7 +201,12 @@ impl Queue {
             .await?
             .map_err(SubmitError::Full)?;
         self.inner.work.notify_one();
-        self.announce(&id);
+        // A normal request goes ahead of waiting low-priority ones; a low one behind everyone.
+        if priority == QueuePriority::Normal {
+            self.announce_move(&id);
+        } else {
+            self.announce(&id);
+        }
         Ok(QueueStatus {
             gateway_request_id: Some(id),
             ..status
@@ -267,7 +292,7 @@ impl Queue {
                 }
                 self.announce(id);
             }
-            CancelEffect::Removed => self.announce(id),
+            CancelEffect::Removed => self.announce_move(id),
             _ => {}
         }
         Ok(effect)
@@ -281,7 +306,7 @@ impl Queue {
             match self.inner.db.call(store::claim_next).await {
                 Ok(Some(job)) => {
                     // Other requests moved up one place.
-                    self.announce(&job.id);
+                    self.announce_move(&job.id);
                     self.run(job).await;
                 }
                 Ok(None) => {
@@ -350,10 +375,8 @@ impl Queue {
                             .cloned()
                             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_else(|| "unknown panic".into());
-                        tracing::error!(request_id = %id, "endpoint panicked: {msg}");
-                        job_error_outcome(JobError::internal(format!(
-                            "The endpoint crashed: {msg}"
-                        )))
+                        tracing::error!(request_id = %id, "endpoint panicked");
+                        job_error_outcome(JobError::hidden("The endpoint", msg))
                     }
                 }
             }
@@ -417,7 +440,7 @@ impl Queue {
                 _ = stop.cancelled() => return,
             }
             match self.expire_start_timeouts().await {
-                Ok(ids) => ids.iter().for_each(|id| self.announce(id)),
+                Ok(ids) => ids.iter().for_each(|id| self.announce_move(id)),
                 Err(e) => tracing::error!("could not expire timed-out requests: {e}"),
             }
             if last_cleanup.elapsed() > Duration::from_secs(60) {

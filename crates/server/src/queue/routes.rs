@@ -339,8 +339,13 @@ pub async fn run(
             guard.id = None;
             return Ok(replay(&id, status, body, timeout_type, error_type));
         }
-        // Any announcement may be ours; lagging just means "look again".
-        let _ = updates.recv().await;
+        // Only an announcement of ours can complete it; lagging just means "look again".
+        loop {
+            match updates.recv().await {
+                Ok(u) if *u.id != *id => continue,
+                _ => break,
+            }
+        }
     }
 }
 

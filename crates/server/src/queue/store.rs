@@ -555,7 +555,9 @@ mod tests {
     }
 
     fn ids(conn: &Connection) -> Vec<String> {
-        let mut stmt = conn.prepare("SELECT id FROM requests ORDER BY seq").unwrap();
+        let mut stmt = conn
+            .prepare("SELECT id FROM requests ORDER BY seq")
+            .unwrap();
         stmt.query_map([], |r| r.get(0))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
@@ -566,9 +568,17 @@ mod tests {
     fn a_result_goes_when_its_lifecycle_ends_before_the_servers_ttl() {
         let mut conn = db();
         submit(&conn, "short", Some(r#"{"expiration_duration_seconds":0}"#));
-        submit(&conn, "long", Some(r#"{"expiration_duration_seconds":86400}"#));
+        submit(
+            &conn,
+            "long",
+            Some(r#"{"expiration_duration_seconds":86400}"#),
+        );
         submit(&conn, "none", None);
-        submit(&conn, "waiting", Some(r#"{"expiration_duration_seconds":0}"#));
+        submit(
+            &conn,
+            "waiting",
+            Some(r#"{"expiration_duration_seconds":0}"#),
+        );
         for id in ["short", "long", "none"] {
             assert!(complete(&mut conn, id, &Outcome::cancelled()).unwrap());
         }
@@ -586,7 +596,9 @@ mod tests {
         submit(&conn, "a", None);
         complete(&mut conn, "a", &Outcome::cancelled()).unwrap();
         let input: Vec<u8> = conn
-            .query_row("SELECT input FROM requests WHERE id = 'a'", [], |r| r.get(0))
+            .query_row("SELECT input FROM requests WHERE id = 'a'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert!(input.is_empty());
     }
@@ -594,8 +606,10 @@ mod tests {
     #[test]
     fn a_database_from_before_owners_and_expiry_is_brought_up_to_date() {
         let conn = Connection::open_in_memory().unwrap();
-        let old = crate::db::SCHEMA
-            .replace("    owner          TEXT,\n    expires_at     REAL\n", "    timeout_type2  TEXT\n");
+        let old = crate::db::SCHEMA.replace(
+            "    owner          TEXT,\n    expires_at     REAL\n",
+            "    timeout_type2  TEXT\n",
+        );
         assert_ne!(old, crate::db::SCHEMA, "the old schema must differ");
         conn.execute_batch(&old).unwrap();
         crate::db::migrate(&conn).unwrap();

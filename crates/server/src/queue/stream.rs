@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -15,6 +17,11 @@ use tokio::sync::{broadcast, mpsc};
 use super::{Queue, store};
 
 const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
+/// A waiting request's position is looked up again at most this often when others move. Its
+/// own changes are sent at once. Without the limit every stream would query the database on
+/// every claim: with many followers, the server spent its time answering them (measured in
+/// `cargo xtask bench load`).
+const POSITION_EVERY: Duration = Duration::from_millis(100);
 
 pub fn response(queue: Queue, app: String, id: String, logs: bool) -> Response {
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
@@ -58,7 +65,9 @@ async fn run(
 ) -> Result<(), StreamEnd> {
     let mut sent_logs = 0u64;
     let mut last: Option<(Status, Option<u64>)> = None;
+    let mut keep_alive_at = Instant::now() + KEEP_ALIVE_EVERY;
     loop {
+        let looked = Instant::now();
         let (a, i, from) = (app.clone(), id.clone(), sent_logs);
         let current: Option<QueueStatus> = queue
             .db()
@@ -85,18 +94,32 @@ async fn run(
             tx.send(Bytes::from(sse::format_event(&data)))
                 .await
                 .map_err(|_| StreamEnd::Gone)?;
+            keep_alive_at = Instant::now() + KEEP_ALIVE_EVERY;
         }
         if status.status == Status::Completed {
             return Ok(());
         }
-        tokio::select! {
-            r = updates.recv() => {
-                if let Err(broadcast::error::RecvError::Closed) = r { return Ok(()) }
+        let waiting = status.status == Status::InQueue;
+        // Waits for a change of this request (then looks at once), or for the queue to move
+        // while it waits (then looks no sooner than POSITION_EVERY after the last look).
+        let mut moved = false;
+        loop {
+            let position_due = looked + POSITION_EVERY;
+            tokio::select! {
+                r = updates.recv() => match r {
+                    Ok(u) if *u.id == *id => break,
+                    Ok(u) => moved |= waiting && u.moves_queue,
+                    // Missed announcements may have been ours.
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = tokio::time::sleep_until(position_due), if moved => break,
+                _ = tokio::time::sleep_until(keep_alive_at) => {
+                    tx.send(Bytes::from_static(sse::KEEP_ALIVE.as_bytes())).await.map_err(|_| StreamEnd::Gone)?;
+                    keep_alive_at = Instant::now() + KEEP_ALIVE_EVERY;
+                }
+                _ = tx.closed() => return Err(StreamEnd::Gone),
             }
-            _ = tokio::time::sleep(KEEP_ALIVE_EVERY) => {
-                tx.send(Bytes::from_static(sse::KEEP_ALIVE.as_bytes())).await.map_err(|_| StreamEnd::Gone)?;
-            }
-            _ = tx.closed() => return Err(StreamEnd::Gone),
         }
     }
 }
