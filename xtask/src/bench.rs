@@ -17,7 +17,8 @@ struct LoadResult {
     p99: f64,
 }
 
-fn field(json: &str, key: &str) -> Result<f64> {
+/// A number from a one-line JSON object (xtask has no JSON parser).
+pub(crate) fn field(json: &str, key: &str) -> Result<f64> {
     let start = json
         .find(&format!("\"{key}\":"))
         .ok_or_else(|| format!("no {key} in {json}"))?

@@ -7,6 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use crate::bench::field;
 use crate::util::{Ctx, Result, Service, base64, output};
 
 const KEY: &str = "bench-load-key-0123456789abcdef";
@@ -49,20 +50,6 @@ fn client(ctx: &Ctx, args: &[&str]) -> Result<String> {
         .find(|l| l.starts_with('{'))
         .map(str::to_owned)
         .ok_or_else(|| format!("load_bench printed no result: {out}"))
-}
-
-fn field(json: &str, key: &str) -> Result<f64> {
-    let start = json
-        .find(&format!("\"{key}\":"))
-        .ok_or_else(|| format!("no {key} in {json}"))?
-        + key.len()
-        + 3;
-    let rest = &json[start..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest[..end]
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad {key} in {json}"))
 }
 
 struct Row {
