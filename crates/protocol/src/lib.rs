@@ -20,6 +20,8 @@ pub mod endpoints;
 #[cfg(feature = "std")]
 pub mod error;
 #[cfg(feature = "std")]
+pub mod failure;
+#[cfg(feature = "std")]
 pub mod headers;
 #[cfg(feature = "std")]
 pub mod queue;

@@ -213,11 +213,15 @@ mod tests {
         for secret in ["/var/lib", "etag", "No such file"] {
             assert!(!text.contains(secret), "{text}");
         }
-        let job = crate::endpoints::JobError::hidden("Reading a stored file", detail);
+        let job = crate::endpoints::hidden("Reading a stored file", detail);
         assert!(
-            job.message
+            job.message()
                 .starts_with("Reading a stored file failed (reference ")
         );
-        assert!(!job.body.to_string().contains("/var/lib"), "{}", job.body);
+        assert!(
+            !job.body().to_string().contains("/var/lib"),
+            "{}",
+            job.body()
+        );
     }
 }

@@ -9,7 +9,7 @@
 use fresco_protocol::endpoints::Image;
 use fresco_protocol::endpoints::inpaint::{self, InpaintInput, InpaintOutput};
 use fresco_protocol::endpoints::lora::{self, LoraInput, LoraOutput};
-use fresco_protocol::error::{ErrorBody, ValidationErrorBody, ValidationErrorItem, error_type};
+pub use fresco_protocol::failure::Failure;
 use serde_json::Value;
 
 use super::image::{OutputFormat, encode};
@@ -38,85 +38,6 @@ pub struct Call {
     /// With the seed drawn when the input gave none (fal reports the seed used).
     pub request: Request,
     pub format: OutputFormat,
-}
-
-/// Why a call did not run, as fal answers it.
-#[derive(Debug, Clone)]
-pub enum Failure {
-    /// 404: the endpoint is not one of [`ENDPOINT_IDS`].
-    NotServed(String),
-    /// 422 with fal's validation body (`{"detail": [{loc, msg, type}]}`).
-    Invalid(ValidationErrorBody),
-    /// 400 `client_cancelled`: the call was cancelled while it ran.
-    Cancelled,
-    /// 500 `runner_server_error`.
-    Internal(String),
-    /// 500 `runner_server_error`: the GPU device was lost while the call ran (its reason). The
-    /// device is unusable from then on: the holder opens a new one ([`Failure::is_device_lost`]).
-    DeviceLost(String),
-}
-
-impl Failure {
-    /// A 422 on one input field.
-    pub fn field(field: &str, message: impl Into<String>) -> Self {
-        Failure::Invalid(ValidationErrorBody {
-            detail: vec![ValidationErrorItem::new(
-                vec!["body".into(), field.into()],
-                message,
-                "value_error",
-            )],
-        })
-    }
-
-    /// The HTTP status fal answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            Failure::NotServed(_) => 404,
-            Failure::Invalid(_) => 422,
-            Failure::Cancelled => 400,
-            Failure::Internal(_) | Failure::DeviceLost(_) => 500,
-        }
-    }
-
-    /// Whether the device the call ran on is gone, so that nothing more can run on it.
-    pub fn is_device_lost(&self) -> bool {
-        matches!(self, Failure::DeviceLost(_))
-    }
-
-    /// The short text of the status' `error` field.
-    pub fn message(&self) -> String {
-        match self {
-            Failure::NotServed(m) | Failure::Internal(m) => m.clone(),
-            Failure::Invalid(body) => body
-                .detail
-                .first()
-                .map_or_else(|| "Validation error".to_owned(), |d| d.msg.clone()),
-            Failure::Cancelled => "Request was cancelled".to_owned(),
-            Failure::DeviceLost(reason) => PipelineError::DeviceLost(reason.clone()).to_string(),
-        }
-    }
-
-    /// fal's `error_type`, where it names one.
-    pub fn error_type(&self) -> Option<&'static str> {
-        match self {
-            Failure::Cancelled => Some(error_type::CLIENT_CANCELLED),
-            Failure::Internal(_) | Failure::DeviceLost(_) => Some(error_type::RUNNER_SERVER_ERROR),
-            Failure::NotServed(_) | Failure::Invalid(_) => None,
-        }
-    }
-
-    /// The response body.
-    pub fn body(&self) -> Value {
-        let body = match self {
-            Failure::Invalid(body) => serde_json::to_value(body),
-            Failure::NotServed(m) => serde_json::to_value(ErrorBody::new(m.clone())),
-            Failure::Cancelled | Failure::Internal(_) | Failure::DeviceLost(_) => {
-                let kind = self.error_type().unwrap_or(error_type::RUNNER_SERVER_ERROR);
-                serde_json::to_value(ErrorBody::typed(self.message(), kind))
-            }
-        };
-        body.unwrap_or(Value::Null)
-    }
 }
 
 impl Call {
@@ -175,10 +96,7 @@ impl Call {
                     },
                 })
             }
-            other => Err(Failure::NotServed(format!(
-                "{other} is not served here: {} are",
-                ENDPOINT_IDS.join(", ")
-            ))),
+            other => Err(Failure::not_served(other, &ENDPOINT_IDS)),
         }
     }
 
@@ -362,12 +280,6 @@ mod tests {
         );
         let other = Call::parse("fal-ai/flux/dev", &json!({})).unwrap_err();
         assert_eq!(other.status(), 404);
-        assert_eq!(Failure::Cancelled.status(), 400);
-        assert_eq!(Failure::Cancelled.body()["error_type"], "client_cancelled");
-        let internal = Failure::Internal("boom".into());
-        assert_eq!(internal.body()["detail"], "boom");
-        assert_eq!(internal.error_type(), Some("runner_server_error"));
-        assert!(!internal.is_device_lost());
         let call = Call::parse(
             "fal-ai/inpaint",
             &json!({"model_name": "a/b", "prompt": "p", "image_url": "data:,x", "mask_url": "data:,y"}),

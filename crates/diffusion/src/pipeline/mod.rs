@@ -34,7 +34,7 @@ pub enum PipelineError {
     Internal(String),
     /// The device is gone (a driver reset, a crashed GPU process, `GPUDevice.destroy()`): every
     /// later operation on it fails, so whoever holds it must open a new one.
-    #[error("the GPU device was lost ({0})")]
+    #[error("{}", fresco_protocol::failure::device_lost_message(.0))]
     DeviceLost(String),
 }
 

@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::{Endpoint, JobContext, JobError};
+use super::{Endpoint, Failure, JobContext};
 
 pub const ENDPOINT_ID: &str = "fresco/echo";
 /// The longest `delay_ms` accepted (10 minutes).
@@ -22,10 +22,10 @@ pub struct Echo;
 struct Plan {
     delay: Duration,
     logs: Vec<String>,
-    fail: Option<JobError>,
+    fail: Option<Failure>,
 }
 
-fn plan(input: &Value) -> Result<Plan, JobError> {
+fn plan(input: &Value) -> Result<Plan, Failure> {
     let mut v = Validator::new(input);
     let delay = v
         .integer("delay_ms", true, Some(0), Some(MAX_DELAY_MS))
@@ -49,7 +49,7 @@ fn plan(input: &Value) -> Result<Plan, JobError> {
     }
     let fail = match v.raw("fail") {
         None | Some(Value::Null) => None,
-        Some(Value::String(msg)) => Some(JobError::internal(msg.clone())),
+        Some(Value::String(msg)) => Some(Failure::Internal(msg.clone())),
         Some(Value::Object(spec)) => {
             let status = spec.get("status").and_then(Value::as_u64).unwrap_or(500);
             match StatusCode::from_u16(status as u16)
@@ -61,7 +61,10 @@ fn plan(input: &Value) -> Result<Plan, JobError> {
                         .get("detail")
                         .cloned()
                         .unwrap_or_else(|| Value::String("echo failed".into()));
-                    Some(JobError::with_status(code, detail))
+                    Some(Failure::Status {
+                        status: code.as_u16(),
+                        detail,
+                    })
                 }
                 None => {
                     v.push(ValidationErrorItem::new(
@@ -82,7 +85,7 @@ fn plan(input: &Value) -> Result<Plan, JobError> {
             None
         }
     };
-    v.finish().map_err(JobError::validation)?;
+    v.finish().map_err(Failure::Invalid)?;
     Ok(Plan {
         delay: Duration::from_millis(delay),
         logs,
@@ -91,7 +94,7 @@ fn plan(input: &Value) -> Result<Plan, JobError> {
 }
 
 impl Endpoint for Echo {
-    fn run(&self, input: Value, ctx: JobContext) -> BoxFuture<'static, Result<Value, JobError>> {
+    fn run(&self, input: Value, ctx: JobContext) -> BoxFuture<'static, Result<Value, Failure>> {
         async move {
             let plan = plan(&input)?;
             // Logs are spread over the delay: one at the start, the rest evenly after it.
@@ -115,16 +118,16 @@ impl Endpoint for Echo {
     }
 }
 
-async fn sleep_or_cancel(ctx: &JobContext, d: Duration) -> Result<(), JobError> {
+async fn sleep_or_cancel(ctx: &JobContext, d: Duration) -> Result<(), Failure> {
     if ctx.is_cancelled() {
-        return Err(JobError::cancelled());
+        return Err(Failure::Cancelled);
     }
     if d.is_zero() {
         return Ok(());
     }
     tokio::select! {
         _ = tokio::time::sleep(d) => Ok(()),
-        _ = ctx.cancelled() => Err(JobError::cancelled()),
+        _ = ctx.cancelled() => Err(Failure::Cancelled),
     }
 }
 
@@ -168,12 +171,12 @@ mod tests {
             .run(json!({"fail": {"status": 503, "detail": "busy"}}), c)
             .await
             .unwrap_err();
-        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(err.body, json!({"detail": "busy"}));
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE.as_u16());
+        assert_eq!(err.body(), json!({"detail": "busy"}));
         let (c, _rx, _) = ctx();
         let err = Echo.run(json!({"fail": "boom"}), c).await.unwrap_err();
-        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(err.message, "boom");
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR.as_u16());
+        assert_eq!(err.message(), "boom");
     }
 
     #[tokio::test]
@@ -183,9 +186,9 @@ mod tests {
             .run(json!({"delay_ms": "soon", "logs": [1]}), c)
             .await
             .unwrap_err();
-        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(err.body["detail"][0]["loc"], json!(["body", "delay_ms"]));
-        assert_eq!(err.body["detail"][1]["loc"], json!(["body", "logs", 0]));
+        assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY.as_u16());
+        assert_eq!(err.body()["detail"][0]["loc"], json!(["body", "delay_ms"]));
+        assert_eq!(err.body()["detail"][1]["loc"], json!(["body", "logs", 0]));
     }
 
     #[tokio::test]
@@ -200,7 +203,7 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert_eq!(
-            err.error_type,
+            err.error_type(),
             Some(fresco_protocol::error::error_type::CLIENT_CANCELLED)
         );
     }

@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use burn::tensor::Device;
-use fresco_diffusion::pipeline::endpoint::{Call, Failure};
+use fresco_diffusion::pipeline::endpoint::Call;
 use fresco_diffusion::pipeline::image::decode_at_most;
 use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError, Task};
@@ -21,7 +20,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::{Endpoint, JobContext, JobError, Policy};
+use super::{Endpoint, Failure, JobContext, Policy};
 
 /// The engine the endpoints share: one device, one loaded model at a time, one job at a time.
 pub struct Engine {
@@ -51,21 +50,6 @@ impl Engine {
 /// `fal-ai/inpaint`.
 pub struct Inpaint {
     pub engine: Arc<Engine>,
-}
-
-pub(crate) fn field_error(field: &str, msg: impl Into<String>) -> JobError {
-    Failure::field(field, msg).into()
-}
-
-impl From<Failure> for JobError {
-    fn from(f: Failure) -> Self {
-        JobError {
-            status: StatusCode::from_u16(f.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body: f.body(),
-            message: f.message(),
-            error_type: f.error_type(),
-        }
-    }
 }
 
 /// Download progress as log lines, every 10 % of a file.
@@ -100,7 +84,7 @@ pub(crate) async fn generate(
     engine: &Engine,
     ctx: &Arc<JobContext>,
     call: &Call,
-) -> Result<Generated, JobError> {
+) -> Result<Generated, Failure> {
     let image_bytes = ctx.input_bytes(&call.image_url, "image_url");
     let (image_bytes, mask_bytes) = match &call.mask_url {
         Some(m) => {
@@ -109,7 +93,7 @@ pub(crate) async fn generate(
         }
         None => (image_bytes.await?, None),
     };
-    let err = |e: PipelineError| JobError::from(call.failure(e));
+    let err = |e: PipelineError| call.failure(e);
     let max_pixels = ctx.policy()?.max_input_pixels;
     let image = decode_at_most(&image_bytes, "image_url", max_pixels).map_err(err)?;
     let mask = mask_bytes
@@ -165,12 +149,12 @@ pub(crate) async fn generate(
                 })
             })
             .await
-            .map_err(|e| JobError::hidden("Loading the model", e))?
+            .map_err(|e| crate::endpoints::hidden("Loading the model", e))?
             .map_err(|e| match e {
                 // As for the inputs: why a caller's URL did not answer is for the log only.
                 PipelineError::Weights(WeightsError::Network { url, message }) if is_url => {
                     tracing::warn!(request_id = %ctx.request_id, url, "could not fetch the model: {message}");
-                    field_error("model_name", MODEL_NOT_FETCHED)
+                    Failure::field("model_name", MODEL_NOT_FETCHED)
                 }
                 e => err(e),
             })?;
@@ -202,7 +186,7 @@ pub(crate) async fn generate(
         })
     })
     .await
-    .map_err(|e| JobError::hidden("The generation", e))?
+    .map_err(|e| crate::endpoints::hidden("The generation", e))?
     .map_err(err)?;
     drop(loaded);
     Ok(out)
@@ -215,9 +199,9 @@ const MODEL_NOT_FETCHED: &str = "the model could not be loaded: could not fetch 
 /// [`Outbound::check`](crate::outbound::Outbound::check) passes; a folder only inside the
 /// server's `--models-dir` (a relative name resolves inside it, an absolute path must resolve
 /// inside it; links are followed before the check). Without `--models-dir`, no local folder.
-pub(crate) fn model_location(model_name: &str, policy: &Policy) -> Result<RepoLocation, JobError> {
+pub(crate) fn model_location(model_name: &str, policy: &Policy) -> Result<RepoLocation, Failure> {
     let name = model_name.trim();
-    let refused = |why: String| field_error("model_name", why);
+    let refused = |why: String| Failure::field("model_name", why);
     if name.starts_with("http://") || name.starts_with("https://") {
         return match policy.outbound.check(name) {
             Ok(_) => Ok(RepoLocation::Url(name.trim_end_matches('/').to_owned())),
@@ -263,7 +247,7 @@ pub(crate) async fn store_images(
     ctx: &JobContext,
     call: &Call,
     out: &Generated,
-) -> Result<Vec<Image>, JobError> {
+) -> Result<Vec<Image>, Failure> {
     let mut images = Vec::with_capacity(out.images.len());
     for encoded in call.encode(out)? {
         // Described before the bytes move into storage, which gives the URL.
@@ -282,7 +266,7 @@ pub(crate) async fn run_call(
     endpoint_id: String,
     input: Value,
     ctx: JobContext,
-) -> Result<Value, JobError> {
+) -> Result<Value, Failure> {
     let call = Call::parse(&endpoint_id, &input)?;
     let ctx = Arc::new(ctx);
     let out = generate(&engine, &ctx, &call).await?;
@@ -291,7 +275,7 @@ pub(crate) async fn run_call(
 }
 
 impl Endpoint for Inpaint {
-    fn run(&self, input: Value, ctx: JobContext) -> BoxFuture<'static, Result<Value, JobError>> {
+    fn run(&self, input: Value, ctx: JobContext) -> BoxFuture<'static, Result<Value, Failure>> {
         run_call(self.engine.clone(), ENDPOINT_ID.to_owned(), input, ctx).boxed()
     }
 }

@@ -9,8 +9,7 @@
 
 use std::time::Duration;
 
-use super::inpaint::field_error;
-use super::{JobContext, JobError};
+use super::{Failure, JobContext};
 use base64::Engine as _;
 
 /// The largest input file accepted, in bytes.
@@ -19,13 +18,13 @@ pub const MAX_INPUT_BYTES: usize = 64 << 20;
 /// How long one input may take to arrive, redirects included.
 const FETCH_DEADLINE: Duration = Duration::from_secs(60);
 
-fn too_big(field: &str) -> JobError {
-    field_error(field, format!("the image is over {MAX_INPUT_BYTES} bytes"))
+fn too_big(field: &str) -> Failure {
+    Failure::field(field, format!("the image is over {MAX_INPUT_BYTES} bytes"))
 }
 
 impl JobContext {
     /// The bytes `url` names, for the input field `field`.
-    pub async fn input_bytes(&self, url: &str, field: &str) -> Result<Vec<u8>, JobError> {
+    pub async fn input_bytes(&self, url: &str, field: &str) -> Result<Vec<u8>, Failure> {
         if let Some(rest) = url.strip_prefix("data:") {
             return data_uri(rest, field);
         }
@@ -36,13 +35,13 @@ impl JobContext {
             r = tokio::time::timeout(FETCH_DEADLINE, self.fetch(url, field)) => {
                 r.unwrap_or_else(|_| Err(FetchError::Failed(format!("no answer within {FETCH_DEADLINE:?}"))))
             }
-            _ = self.cancelled() => return Err(JobError::cancelled()),
+            _ = self.cancelled() => return Err(Failure::Cancelled),
         };
         fetched.map_err(|e| match e {
             FetchError::Job(e) => e,
             FetchError::Failed(why) => {
                 tracing::warn!(request_id = %self.request_id, field, url, "could not fetch an input: {why}");
-                field_error(field, format!("could not fetch {field}"))
+                Failure::field(field, format!("could not fetch {field}"))
             }
         })
     }
@@ -80,7 +79,7 @@ impl JobContext {
 
     /// A file of this server's storage, when `url` is one of its `/files/` URLs (under the base
     /// URL the request came in by, or the configured public URL).
-    async fn stored_input(&self, url: &str, field: &str) -> Result<Option<Vec<u8>>, JobError> {
+    async fn stored_input(&self, url: &str, field: &str) -> Result<Option<Vec<u8>>, Failure> {
         let Some(out) = &self.outputs else {
             return Ok(None);
         };
@@ -97,34 +96,34 @@ impl JobContext {
             .storage
             .get(key, &name)
             .await
-            .map_err(|e| JobError::hidden("Reading the storage", e.detail()))?
-            .ok_or_else(|| field_error(field, format!("could not fetch {field}")))?;
+            .map_err(|e| crate::endpoints::hidden("Reading the storage", e.detail()))?
+            .ok_or_else(|| Failure::field(field, format!("could not fetch {field}")))?;
         if file.size > MAX_INPUT_BYTES as u64 {
             return Err(too_big(field));
         }
         tokio::fs::read(&file.path)
             .await
             .map(Some)
-            .map_err(|e| JobError::hidden("Reading a stored file", e))
+            .map_err(|e| crate::endpoints::hidden("Reading a stored file", e))
     }
 }
 
 enum FetchError {
     /// Said to the caller as it is.
-    Job(JobError),
+    Job(Failure),
     /// Logged; the caller hears "could not fetch <field>".
     Failed(String),
 }
 
-impl From<JobError> for FetchError {
-    fn from(e: JobError) -> Self {
+impl From<Failure> for FetchError {
+    fn from(e: Failure) -> Self {
         FetchError::Job(e)
     }
 }
 
 /// The bytes of a `data:` URI (after `data:`): base64 or percent-encoded.
-pub fn data_uri(rest: &str, field: &str) -> Result<Vec<u8>, JobError> {
-    let bad = |message: String| field_error(field, message);
+pub fn data_uri(rest: &str, field: &str) -> Result<Vec<u8>, Failure> {
+    let bad = |message: String| Failure::field(field, message);
     let (meta, data) = rest
         .split_once(',')
         .ok_or_else(|| bad("a data: URI needs a comma before its data".into()))?;

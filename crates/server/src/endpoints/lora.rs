@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use fresco_protocol::endpoints::lora::{IMAGE_TO_IMAGE_ID, INPAINT_ID};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::inpaint::{Engine, run_call};
-use super::{Endpoint, JobContext, JobError};
+use super::{Endpoint, Failure, JobContext};
 
 /// The app `fal-ai/lora`: its `image-to-image` and `inpaint` paths.
 pub struct Lora {
@@ -23,22 +22,14 @@ pub struct Lora {
 pub const APP_ID: &str = "fal-ai/lora";
 
 impl Endpoint for Lora {
-    fn run(&self, input: Value, ctx: JobContext) -> BoxFuture<'static, Result<Value, JobError>> {
+    fn run(&self, input: Value, ctx: JobContext) -> BoxFuture<'static, Result<Value, Failure>> {
         let inpaint = match ctx.endpoint.path.as_deref() {
             Some("image-to-image") => false,
             Some("inpaint") => true,
             other => {
-                let message = format!(
-                    "{APP_ID}/{} is not served here: {IMAGE_TO_IMAGE_ID} and {INPAINT_ID} are",
-                    other.unwrap_or("")
-                );
-                return async move {
-                    Err(JobError::with_status(
-                        StatusCode::NOT_FOUND,
-                        Value::String(message),
-                    ))
-                }
-                .boxed();
+                let endpoint = format!("{APP_ID}/{}", other.unwrap_or(""));
+                let failure = Failure::not_served(&endpoint, &[IMAGE_TO_IMAGE_ID, INPAINT_ID]);
+                return async move { Err(failure) }.boxed();
             }
         };
         let id = if inpaint {

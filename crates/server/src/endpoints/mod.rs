@@ -11,9 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use fresco_protocol::EndpointId;
-use fresco_protocol::error::{ErrorBody, ValidationErrorBody, error_type};
 use fresco_protocol::queue::LogLevel;
 use fresco_protocol::storage::ObjectLifecycle;
 use futures_util::future::BoxFuture;
@@ -24,83 +22,17 @@ use tokio_util::sync::CancellationToken;
 use crate::outbound::Outbound;
 use crate::storage::Storage;
 
-/// How a handler fails: the HTTP status and body the result replays (fal-api.md §8.4).
-#[derive(Debug, Clone)]
-pub struct JobError {
-    pub status: StatusCode,
-    pub body: Value,
-    /// Short text for the status' `error` field and the webhook's `error`.
-    pub message: String,
-    pub error_type: Option<&'static str>,
-}
+/// How a handler fails: the status and body the result replays (fal-api.md §8.4), worded once
+/// for the server and the engine.
+pub use fresco_protocol::failure::Failure;
 
-impl JobError {
-    /// A 422 with fal's validation body.
-    pub fn validation(body: ValidationErrorBody) -> Self {
-        let message = body
-            .detail
-            .first()
-            .map_or_else(|| "Validation error".to_owned(), |d| d.msg.clone());
-        JobError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            body: serde_json::to_value(body).unwrap_or(Value::Null),
-            message,
-            error_type: None,
-        }
-    }
-
-    /// Any status with `{"detail": …}`.
-    pub fn with_status(status: StatusCode, detail: Value) -> Self {
-        let message = match &detail {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        JobError {
-            status,
-            body: serde_json::json!({ "detail": detail }),
-            message,
-            error_type: None,
-        }
-    }
-
-    /// The handler failed on its own (500, `runner_server_error`).
-    pub fn internal(message: impl Into<String>) -> Self {
-        let message = message.into();
-        JobError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            body: serde_json::to_value(ErrorBody::typed(
-                message.clone(),
-                error_type::RUNNER_SERVER_ERROR,
-            ))
-            .unwrap_or(Value::Null),
-            message,
-            error_type: Some(error_type::RUNNER_SERVER_ERROR),
-        }
-    }
-
-    /// `what` failed inside the server: the caller reads `"{what} failed (reference …)"`, the
-    /// detail (which may name the server's files) goes to the log only.
-    pub fn hidden(what: &str, detail: impl std::fmt::Display) -> Self {
-        Self::internal(format!(
-            "{what} failed {}",
-            crate::http::logged_reference(&detail)
-        ))
-    }
-
-    /// The request was cancelled while it ran.
-    pub fn cancelled() -> Self {
-        let message = "Request was cancelled".to_owned();
-        JobError {
-            status: StatusCode::BAD_REQUEST,
-            body: serde_json::to_value(ErrorBody::typed(
-                message.clone(),
-                error_type::CLIENT_CANCELLED,
-            ))
-            .unwrap_or(Value::Null),
-            message,
-            error_type: Some(error_type::CLIENT_CANCELLED),
-        }
-    }
+/// `what` failed inside the server: the caller reads `"{what} failed (reference …)"`, the
+/// detail (which may name the server's files) goes to the log only.
+pub fn hidden(what: &str, detail: impl std::fmt::Display) -> Failure {
+    Failure::Internal(format!(
+        "{what} failed {}",
+        crate::http::logged_reference(&detail)
+    ))
 }
 
 /// What a handler gets besides its input.
@@ -159,10 +91,10 @@ impl JobContext {
     }
 
     /// What this server allows the call; a context without it fetches and loads nothing.
-    pub fn policy(&self) -> Result<&Policy, JobError> {
+    pub fn policy(&self) -> Result<&Policy, Failure> {
         self.policy
             .as_ref()
-            .ok_or_else(|| JobError::internal("this server fetches no inputs"))
+            .ok_or_else(|| Failure::Internal("this server fetches no inputs".into()))
     }
 
     /// Lets the handler store output files (see [`JobContext::save_output`]).
@@ -187,11 +119,11 @@ impl JobContext {
         file_name: &str,
         content_type: &str,
         bytes: Vec<u8>,
-    ) -> Result<String, JobError> {
+    ) -> Result<String, Failure> {
         let out = self
             .outputs
             .as_ref()
-            .ok_or_else(|| JobError::internal("this server has no storage for outputs"))?;
+            .ok_or_else(|| Failure::Internal("this server has no storage for outputs".into()))?;
         out.storage
             .save(
                 &out.base_url,
@@ -201,7 +133,7 @@ impl JobContext {
                 out.lifecycle.clone(),
             )
             .await
-            .map_err(|e| JobError::hidden("Storing the output", e.detail()))
+            .map_err(|e| crate::endpoints::hidden("Storing the output", e.detail()))
     }
 
     /// Adds a line to the request's logs (seen by `status?logs=1` and the status stream at once).
@@ -226,7 +158,7 @@ impl JobContext {
 
 /// An endpoint implementation.
 pub trait Endpoint: Send + Sync + 'static {
-    fn run(&self, input: Value, ctx: JobContext) -> BoxFuture<'static, Result<Value, JobError>>;
+    fn run(&self, input: Value, ctx: JobContext) -> BoxFuture<'static, Result<Value, Failure>>;
 }
 
 /// Endpoints by app id (`[namespace/]owner/alias`).

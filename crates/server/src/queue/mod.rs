@@ -17,7 +17,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{Db, DbError, timestamp};
-use crate::endpoints::{JobContext, JobError, Policy, Registry};
+use crate::endpoints::{Failure, JobContext, Policy, Registry};
 use crate::storage::Storage;
 pub use store::{CancelEffect, NewRequest, Outcome};
 
@@ -376,16 +376,14 @@ impl Queue {
                             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_else(|| "unknown panic".into());
                         tracing::error!(request_id = %id, "endpoint panicked");
-                        job_error_outcome(JobError::hidden("The endpoint", msg))
+                        job_error_outcome(crate::endpoints::hidden("The endpoint", msg))
                     }
                 }
             }
             _ => {
                 drop(log_tx);
-                job_error_outcome(JobError::internal(format!(
-                    "Endpoint {} is no longer served here",
-                    job.endpoint
-                )))
+                let served: Vec<&str> = self.inner.registry.app_ids().collect();
+                job_error_outcome(Failure::not_served(&job.endpoint, &served))
             }
         };
         // Every log line is stored before the request is marked completed.
@@ -495,11 +493,6 @@ pub enum ResultLookup {
     },
 }
 
-fn job_error_outcome(e: JobError) -> Outcome {
-    Outcome::failure(
-        e.status.as_u16(),
-        serde_json::to_vec(&e.body).unwrap_or_default(),
-        e.message,
-        e.error_type,
-    )
+fn job_error_outcome(e: Failure) -> Outcome {
+    Outcome::of(&e)
 }

@@ -2,6 +2,7 @@
 //! functions over a connection; `Queue` runs them on blocking threads.
 
 use fresco_protocol::error::{ErrorBody, error_type};
+use fresco_protocol::failure::Failure;
 use fresco_protocol::queue::{
     LogLevel, Metrics, QueuePriority, QueueStatus, RequestLog, Status, WebhookPayload,
     WebhookStatus,
@@ -78,6 +79,16 @@ impl Outcome {
         }
     }
 
+    /// A failed call's answer.
+    pub fn of(f: &Failure) -> Self {
+        Self::failure(
+            f.status(),
+            serde_json::to_vec(&f.body()).unwrap_or_default(),
+            f.message(),
+            f.error_type(),
+        )
+    }
+
     fn from_error_body(status: u16, e: ErrorBody) -> Self {
         let body = serde_json::to_vec(&e).unwrap_or_default();
         Outcome {
@@ -104,10 +115,7 @@ impl Outcome {
 
     /// The request was cancelled before it started.
     pub fn cancelled() -> Self {
-        Self::from_error_body(
-            400,
-            ErrorBody::typed("Request was cancelled", error_type::CLIENT_CANCELLED),
-        )
+        Self::of(&Failure::Cancelled)
     }
 
     /// The server died under the request too many times.
