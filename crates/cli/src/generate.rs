@@ -12,7 +12,8 @@ use fresco_diffusion::pipeline::image::{OutputFormat, decode, encode};
 use fresco_diffusion::pipeline::load::{LoadOptions, wgpu_buffer_limit};
 use fresco_diffusion::pipeline::{Pipeline, Request, Task};
 use fresco_diffusion::rng::random_seed;
-use fresco_diffusion::weights::hub::{HubOptions, RepoFiles, StderrProgress};
+use fresco_diffusion::weights::hub::{HubOptions, RepoFiles};
+use fresco_diffusion::weights::progress;
 use fresco_diffusion::weights::repo::RepoLocation;
 use fresco_diffusion::weights::store::Precision;
 use fresco_protocol::endpoints::inpaint::{DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS};
@@ -181,7 +182,7 @@ pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()
     let files = RepoFiles::new(
         RepoLocation::parse(&args.model)?,
         HubOptions::from_env(),
-        Box::new(StderrProgress::default()),
+        progress::stderr(),
     )?;
     let options = LoadOptions {
         precision: Some(precision),

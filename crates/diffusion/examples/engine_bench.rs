@@ -688,13 +688,14 @@ async fn load_f32(
 ) -> Result<fresco_diffusion::pipeline::Pipeline, Box<dyn std::error::Error>> {
     use fresco_diffusion::pipeline::Pipeline;
     use fresco_diffusion::pipeline::load::LoadOptions;
-    use fresco_diffusion::weights::hub::{HubOptions, RepoFiles, StderrProgress};
+    use fresco_diffusion::weights::hub::{HubOptions, RepoFiles};
+    use fresco_diffusion::weights::progress;
     use fresco_diffusion::weights::repo::RepoLocation;
 
     let files = RepoFiles::new(
         RepoLocation::parse(model)?,
         HubOptions::from_env(),
-        Box::new(StderrProgress::default()),
+        progress::stderr(),
     )?;
     let options = LoadOptions {
         precision: Some(Precision::F32),

@@ -17,8 +17,9 @@ use burn::tensor::Device;
 use fresco_diffusion::models::unet::{UNet2DConditionModel, UNetConfig};
 use fresco_diffusion::weights::WeightsError;
 use fresco_diffusion::weights::convert::to_f32;
-use fresco_diffusion::weights::hub::{HubOptions, Progress, RepoFiles};
+use fresco_diffusion::weights::hub::{HubOptions, RepoFiles};
 use fresco_diffusion::weights::load::{config_json, load_weights};
+use fresco_diffusion::weights::progress;
 use fresco_diffusion::weights::repo::RepoLocation;
 use fresco_diffusion::weights::safetensors::{self, Dtype, SafetensorsStream};
 use fresco_diffusion::weights::store::Precision;
@@ -96,13 +97,6 @@ async fn serve_plain(
     }
 }
 
-struct Quiet;
-impl Progress for Quiet {
-    fn start(&self, _: &str, _: Option<u64>) {}
-    fn advance(&self, _: &str, _: u64, _: Option<u64>) {}
-    fn finish(&self, _: &str, _: u64) {}
-}
-
 fn options(endpoint: &str, cache: &Path, offline: bool) -> HubOptions {
     HubOptions {
         endpoint: endpoint.into(),
@@ -151,7 +145,7 @@ async fn downloads_into_the_hf_cache_then_reuses_it_online_and_offline() {
     let files = RepoFiles::new(
         location.clone(),
         options(&endpoint, cache.path(), false),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     let loaded = unet_matches(&files, None, 1e-4).await;
@@ -192,7 +186,7 @@ async fn downloads_into_the_hf_cache_then_reuses_it_online_and_offline() {
     let files = RepoFiles::new(
         location.clone(),
         options(&endpoint, cache.path(), false),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     unet_matches(&files, None, 1e-4).await;
@@ -207,7 +201,7 @@ async fn downloads_into_the_hf_cache_then_reuses_it_online_and_offline() {
     let files = RepoFiles::new(
         location.clone(),
         options("http://127.0.0.1:9", cache.path(), true),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     unet_matches(&files, None, 1e-4).await;
@@ -220,14 +214,14 @@ async fn downloads_into_the_hf_cache_then_reuses_it_online_and_offline() {
     let files = RepoFiles::new(
         location.clone(),
         options(&endpoint, cache.path(), false),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     assert!(files.get("unet/nothing.bin").await.unwrap().is_none());
     let files = RepoFiles::new(
         location,
         options(&endpoint, cache.path(), true),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     assert!(
@@ -322,7 +316,7 @@ async fn the_fp16_variant_is_preferred_and_shards_are_joined() {
     let files = RepoFiles::new(
         RepoLocation::Dir(dir.path().into()),
         HubOptions::from_env(),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     // fp16 weights, computed in f32: within f16 rounding of the f32 reference.
@@ -350,7 +344,7 @@ async fn missing_shards_and_truncated_files_name_what_is_wrong() {
     let files = RepoFiles::new(
         RepoLocation::Dir(dir.path().into()),
         HubOptions::from_env(),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     let err = load_weights(&files, "unet", None, &Device::flex(), Precision::F32)
@@ -372,7 +366,7 @@ async fn missing_shards_and_truncated_files_name_what_is_wrong() {
     let files = RepoFiles::new(
         RepoLocation::Dir(dir.path().into()),
         HubOptions::from_env(),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     let err = load_weights(&files, "unet", None, &Device::flex(), Precision::F32)
@@ -409,7 +403,7 @@ async fn a_folder_on_a_plain_web_server_loads_and_is_cached() {
         RepoFiles::new(
             location.clone(),
             options(&endpoint, cache.path(), false),
-            Box::new(Quiet),
+            progress::quiet(),
         )
         .unwrap()
     };
@@ -496,7 +490,7 @@ async fn a_hostile_commit_header_is_refused_and_writes_nothing() {
             let files = RepoFiles::new(
                 location,
                 options(&endpoint, cache.path(), false),
-                Box::new(Quiet),
+                progress::quiet(),
             )
             .unwrap();
             let err = files.get("model_index.json").await.unwrap_err().to_string();
@@ -541,7 +535,7 @@ async fn a_hostile_etag_and_a_planted_link_do_not_lead_outside_the_cache() {
     let files = RepoFiles::new(
         RepoLocation::parse("tiny/x").unwrap(),
         options(&endpoint, cache.path(), false),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     let text = files.text("model_index.json").await.unwrap().unwrap();
@@ -593,7 +587,7 @@ async fn hostile_shard_names_and_revisions_are_refused() {
         let files = RepoFiles::new(
             RepoLocation::parse("tiny/x").unwrap(),
             options(&endpoint, cache.path(), false),
-            Box::new(Quiet),
+            progress::quiet(),
         )
         .unwrap();
         let err = load_weights(&files, "unet", None, &Device::flex(), Precision::F32)

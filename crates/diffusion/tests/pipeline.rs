@@ -10,6 +10,7 @@ use fresco_diffusion::pipeline::image::{decode, psnr};
 use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Pipeline, Request, Task};
 use fresco_diffusion::weights::hub::{HubOptions, RepoFiles};
+use fresco_diffusion::weights::progress;
 use fresco_diffusion::weights::repo::RepoLocation;
 use fresco_diffusion::weights::store::Precision;
 use serde_json::Value;
@@ -17,13 +18,6 @@ use serde_json::Value;
 const MIN_PSNR: f64 = 40.0;
 /// Per-step latents: max |ours − diffusers'| over the largest |diffusers'|, after every step.
 const LATENT_TOL: f32 = 1e-4;
-
-struct Quiet;
-impl fresco_diffusion::weights::hub::Progress for Quiet {
-    fn start(&self, _: &str, _: Option<u64>) {}
-    fn advance(&self, _: &str, _: u64, _: Option<u64>) {}
-    fn finish(&self, _: &str, _: u64) {}
-}
 
 fn cases() -> Vec<Value> {
     let text = std::fs::read_to_string(common::fixture("pipelines/cases.json")).unwrap();
@@ -43,7 +37,7 @@ async fn load(model: &str, device: &burn::tensor::Device) -> Pipeline {
     let files = RepoFiles::new(
         RepoLocation::Dir(common::fixture(model)),
         HubOptions::from_env(),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     let options = LoadOptions {

@@ -8,21 +8,15 @@ mod common;
 use burn::tensor::{Device, Tensor};
 use fresco_diffusion::pipeline::Pipeline;
 use fresco_diffusion::pipeline::load::LoadOptions;
-use fresco_diffusion::weights::hub::{HubOptions, Progress, RepoFiles};
+use fresco_diffusion::weights::hub::{HubOptions, RepoFiles};
+use fresco_diffusion::weights::progress;
 use fresco_diffusion::weights::repo::RepoLocation;
-
-struct Quiet;
-impl Progress for Quiet {
-    fn start(&self, _: &str, _: Option<u64>) {}
-    fn advance(&self, _: &str, _: u64, _: Option<u64>) {}
-    fn finish(&self, _: &str, _: u64) {}
-}
 
 async fn load(model: &str, device: &Device) -> Pipeline {
     let files = RepoFiles::new(
         RepoLocation::Dir(common::fixture(model)),
         HubOptions::from_env(),
-        Box::new(Quiet),
+        progress::quiet(),
     )
     .unwrap();
     Pipeline::load(&files, device, &LoadOptions::default(), &mut |_| {})

@@ -21,9 +21,8 @@ use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Pipeline, Task};
 use fresco_diffusion::web::cache::Cache;
 use fresco_diffusion::web::lock::{self, LockError};
-use fresco_diffusion::web::{
-    Fetch, Observer, UrlRepo, device_lost, fetch_bytes, on_device_lost, webgpu,
-};
+use fresco_diffusion::web::{UrlRepo, device_lost, fetch_bytes, on_device_lost, webgpu};
+use fresco_diffusion::weights::progress::{Fetch, Observer, ProgressLines, megabytes};
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -316,22 +315,13 @@ async fn pipeline(
     Ok(pipe)
 }
 
-fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
-}
-
-/// Model downloads as log lines (files of 1 MB or more: the configs would drown the rest) —
-/// start, every 10 %, end, resumes, cache hits — and as `progress(file, loaded, total)` calls.
+/// Model downloads as the call's log lines (the engine's one wording, [`ProgressLines`]) and as
+/// `progress(file, loaded, total)` calls for the page.
 fn download_reporter(hooks: &Hooks) -> Observer {
     let log = hooks.log.clone();
     let progress = hooks.progress.clone();
-    let line = move |text: String| {
-        let _ = log.call1(&JsValue::NULL, &JsValue::from_str(&text));
-    };
-    let big = |bytes: Option<u64>| bytes.is_none_or(|b| b >= 1_000_000);
-    // The tenth of the current download last reported.
-    let tenth = Cell::new(0u64);
-    Rc::new(move |event: Fetch<'_>| {
+    let lines = ProgressLines::new();
+    Rc::new(move |step: Fetch<'_>| {
         let report = |file: &str, done: u64, total: Option<u64>| {
             let total = total.map_or(JsValue::NULL, |t| JsValue::from_f64(t as f64));
             let _ = progress.call3(
@@ -341,47 +331,16 @@ fn download_reporter(hooks: &Hooks) -> Observer {
                 &total,
             );
         };
-        match event {
-            Fetch::Download { file, total, from } => {
-                report(file, from, total);
-                tenth.set(total.map_or(0, |t| from * 10 / t.max(1)));
-                if big(total) {
-                    let size = total.map_or_else(String::new, |t| format!(" ({})", megabytes(t)));
-                    if from > 0 {
-                        line(format!("resuming {file}{size} at {}", megabytes(from)));
-                    } else {
-                        line(format!("downloading {file}{size}"));
-                    }
-                }
+        match step {
+            Fetch::Download { file, total, from } => report(file, from, total),
+            Fetch::Progress { file, done, total } => report(file, done, total),
+            Fetch::Downloaded { file, bytes } | Fetch::Cached { file, bytes } => {
+                report(file, bytes, Some(bytes))
             }
-            Fetch::Progress { file, done, total } => {
-                report(file, done, total);
-                if let Some(t) = total.filter(|&t| t >= 1_000_000) {
-                    // A line each time another tenth has arrived.
-                    if done * 10 / t > tenth.get() && done < t {
-                        tenth.set(done * 10 / t);
-                        line(format!("downloading {file}: {}%", done * 100 / t));
-                    }
-                }
-            }
-            Fetch::Downloaded { file, bytes } => {
-                report(file, bytes, Some(bytes));
-                if big(Some(bytes)) {
-                    line(format!("downloaded {file} ({})", megabytes(bytes)));
-                }
-            }
-            Fetch::Retry { file, done, error } => {
-                line(format!(
-                    "the download of {file} broke off after {} ({error}); resuming",
-                    megabytes(done)
-                ));
-            }
-            Fetch::Cached { file, bytes } => {
-                report(file, bytes, Some(bytes));
-                if big(Some(bytes)) {
-                    line(format!("{file} from the cache ({})", megabytes(bytes)));
-                }
-            }
+            Fetch::Retry { .. } => {}
+        }
+        if let Some(line) = lines.line(step) {
+            let _ = log.call1(&JsValue::NULL, &JsValue::from_str(&line));
         }
     })
 }

@@ -125,40 +125,7 @@ pub async fn webgpu_device() -> Result<Device, WeightsError> {
     webgpu().await.map(|(device, _)| device)
 }
 
-/// What a [`UrlRepo`] reports as it reads a repository's files (`file` is the path in the
-/// repository).
-#[derive(Debug, Clone, Copy)]
-pub enum Fetch<'a> {
-    /// A download starts; `from` bytes of it are already cached (a resumed download).
-    Download {
-        file: &'a str,
-        total: Option<u64>,
-        from: u64,
-    },
-    Progress {
-        file: &'a str,
-        done: u64,
-        total: Option<u64>,
-    },
-    Downloaded {
-        file: &'a str,
-        bytes: u64,
-    },
-    /// The download broke off after `done` bytes; it is tried again from there.
-    Retry {
-        file: &'a str,
-        done: u64,
-        error: &'a str,
-    },
-    /// Read from the model cache, without the network.
-    Cached {
-        file: &'a str,
-        bytes: u64,
-    },
-}
-
-/// Where a [`UrlRepo`] reports its [`Fetch`] events.
-pub type Observer = Rc<dyn Fn(Fetch<'_>)>;
+pub use crate::weights::progress::{Fetch, Observer};
 
 /// `fetch(url)` (with a `Range` header when given), answered whatever its status.
 async fn fetch_response(url: &str, range: Option<&str>) -> Result<JsValue, WeightsError> {

@@ -15,92 +15,16 @@
 //! use does not grow with file size; a size mismatch is an error, not a cached file.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
 use super::WeightsError;
 use super::names;
+use super::progress::{Fetch, Observer};
 use super::repo::RepoLocation;
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-
-/// Reports download progress.
-pub trait Progress: Send + Sync {
-    fn start(&self, file: &str, total: Option<u64>);
-    fn advance(&self, file: &str, done: u64, total: Option<u64>);
-    fn finish(&self, file: &str, bytes: u64);
-}
-
-/// Progress drawn on stderr: a bar on terminals, a line every 10% elsewhere.
-pub struct StderrProgress {
-    last: std::sync::Mutex<(Instant, u64)>,
-}
-
-impl Default for StderrProgress {
-    fn default() -> Self {
-        StderrProgress {
-            last: std::sync::Mutex::new((Instant::now(), 0)),
-        }
-    }
-}
-
-fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 {
-        format!("{:.2} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else {
-        format!("{:.0} kB", b / 1e3)
-    }
-}
-
-impl Progress for StderrProgress {
-    fn start(&self, file: &str, total: Option<u64>) {
-        eprintln!(
-            "downloading {file} ({})",
-            total.map_or_else(|| "size unknown".into(), human)
-        );
-        if let Ok(mut l) = self.last.lock() {
-            *l = (Instant::now(), 0);
-        }
-    }
-
-    fn advance(&self, file: &str, done: u64, total: Option<u64>) {
-        use std::io::IsTerminal;
-        let Ok(mut last) = self.last.lock() else {
-            return;
-        };
-        let tty = std::io::stderr().is_terminal();
-        let (pct, step) = match total {
-            Some(t) if t > 0 => ((done * 100 / t), 10),
-            _ => (0, 0),
-        };
-        if tty && last.0.elapsed() >= Duration::from_millis(200) {
-            let width = 30usize;
-            let filled = (pct as usize * width / 100).min(width);
-            eprint!(
-                "\r  [{}{}] {pct:>3}% {} {file}",
-                "#".repeat(filled),
-                "-".repeat(width - filled),
-                human(done)
-            );
-            *last = (Instant::now(), pct);
-        } else if !tty && step > 0 && pct >= last.1 + step {
-            eprintln!("  {pct}% of {file} ({})", human(done));
-            *last = (Instant::now(), pct - pct % step);
-        }
-    }
-
-    fn finish(&self, file: &str, bytes: u64) {
-        use std::io::IsTerminal;
-        if std::io::stderr().is_terminal() {
-            eprintln!();
-        }
-        eprintln!("  done: {file} ({})", human(bytes));
-    }
-}
 
 /// How to reach repositories and where to cache them.
 #[derive(Clone)]
@@ -142,7 +66,7 @@ pub struct RepoFiles {
     location: RepoLocation,
     options: HubOptions,
     http: reqwest::Client,
-    progress: Box<dyn Progress>,
+    progress: Observer,
 }
 
 fn io_err(file: &Path, source: std::io::Error) -> WeightsError {
@@ -163,7 +87,7 @@ impl RepoFiles {
     pub fn new(
         location: RepoLocation,
         options: HubOptions,
-        progress: Box<dyn Progress>,
+        progress: Observer,
     ) -> Result<Self, WeightsError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -355,7 +279,7 @@ impl RepoFiles {
         let snap = inside(repo, repo.join("snapshots").join(&commit).join(rel))?;
         // A link in place of a blob is not ours: the download's rename replaces it.
         if !std::fs::symlink_metadata(&blob).is_ok_and(|m| m.is_file()) {
-            self.download(&url, &blob, size).await?;
+            self.download(rel, &url, &blob, size).await?;
         }
         link(&blob, &snap)?;
         if commit != self.revision() {
@@ -367,6 +291,7 @@ impl RepoFiles {
 
     async fn download(
         &self,
+        rel: &str,
         url: &str,
         blob: &Path,
         size: Option<u64>,
@@ -408,8 +333,11 @@ impl RepoFiles {
             .await
             .map_err(|e| io_err(&partial, e))?;
         let mut done = if resumed { have } else { 0 };
-        let name = url.rsplit('/').next().unwrap_or(url);
-        self.progress.start(name, size);
+        (self.progress)(Fetch::Download {
+            file: rel,
+            total: size,
+            from: done,
+        });
         while let Some(chunk) = res
             .chunk()
             .await
@@ -419,7 +347,11 @@ impl RepoFiles {
                 .await
                 .map_err(|e| io_err(&partial, e))?;
             done += chunk.len() as u64;
-            self.progress.advance(name, done, size);
+            (self.progress)(Fetch::Progress {
+                file: rel,
+                done,
+                total: size,
+            });
         }
         file.sync_all().await.map_err(|e| io_err(&partial, e))?;
         if let Some(expected) = size.filter(|&s| s != done) {
@@ -431,7 +363,10 @@ impl RepoFiles {
         tokio::fs::rename(&partial, blob)
             .await
             .map_err(|e| io_err(blob, e))?;
-        self.progress.finish(name, done);
+        (self.progress)(Fetch::Downloaded {
+            file: rel,
+            bytes: done,
+        });
         Ok(())
     }
 

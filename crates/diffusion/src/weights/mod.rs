@@ -6,6 +6,7 @@ pub mod convert;
 pub mod hub;
 pub mod load;
 pub mod names;
+pub mod progress;
 pub mod repo;
 pub mod safetensors;
 pub mod source;

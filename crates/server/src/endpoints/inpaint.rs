@@ -10,7 +10,8 @@ use fresco_diffusion::pipeline::image::decode_at_most;
 use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError, Task};
 use fresco_diffusion::weights::WeightsError;
-use fresco_diffusion::weights::hub::{HubOptions, Progress, RepoFiles};
+use fresco_diffusion::weights::hub::{HubOptions, RepoFiles};
+use fresco_diffusion::weights::progress::ProgressLines;
 use fresco_diffusion::weights::repo::RepoLocation;
 use fresco_diffusion::weights::store::Precision;
 use fresco_protocol::endpoints::Image;
@@ -50,31 +51,6 @@ impl Engine {
 /// `fal-ai/inpaint`.
 pub struct Inpaint {
     pub engine: Arc<Engine>,
-}
-
-/// Download progress as log lines, every 10 % of a file.
-struct LogProgress(tokio::sync::mpsc::UnboundedSender<String>);
-
-impl Progress for LogProgress {
-    fn start(&self, file: &str, total: Option<u64>) {
-        let size = total.map_or_else(String::new, |t| format!(" ({:.1} MB)", t as f64 / 1e6));
-        let _ = self.0.send(format!("downloading {file}{size}"));
-    }
-    fn advance(&self, file: &str, done: u64, total: Option<u64>) {
-        if let Some(t) = total.filter(|&t| t > 0) {
-            let before = (done.saturating_sub(1 << 20)) * 10 / t;
-            if done * 10 / t > before {
-                let _ = self
-                    .0
-                    .send(format!("downloading {file}: {}%", done * 100 / t));
-            }
-        }
-    }
-    fn finish(&self, file: &str, bytes: u64) {
-        let _ = self
-            .0
-            .send(format!("downloaded {file} ({:.1} MB)", bytes as f64 / 1e6));
-    }
 }
 
 /// The engine's side of a call: the model loaded (or reused), inputs fetched and decoded, the
@@ -124,11 +100,15 @@ pub(crate) async fn generate(
             // A model URL is the caller's: fetched like its inputs (public hosts only unless
             // allowed). A Hugging Face id goes to the hub the operator configured.
             let is_url = matches!(location, RepoLocation::Url(_));
-            let mut files = RepoFiles::new(
-                location,
-                HubOptions::from_env(),
-                Box::new(LogProgress(tx.clone())),
-            )
+            let mut files = RepoFiles::new(location, HubOptions::from_env(), {
+                // Download progress as the request's log lines.
+                let (tx, lines) = (tx.clone(), ProgressLines::new());
+                Box::new(move |step| {
+                    if let Some(line) = lines.line(step) {
+                        let _ = tx.send(line);
+                    }
+                })
+            })
             .map_err(|e| err(e.into()))?;
             if is_url {
                 files = files.with_http(policy.outbound.client().clone());
