@@ -29,6 +29,26 @@ const WASM_OPT: [&str; 5] = [
     "--strip-producers",
 ];
 
+/// The driver's modules (`crates/web/js`): `index.js`, which loads the wasm and exports the API,
+/// and the modules it imports, named for `@fal-ai/client`'s files. A page loads every one of them
+/// for a remote call (`cargo xtask bench size` checks that its bundle counts them all).
+pub const DRIVER: [&str; 8] = [
+    "index.js",
+    "config.js",
+    "request.js",
+    "response.js",
+    "storage.js",
+    "streaming.js",
+    "queue.js",
+    "client.js",
+];
+
+/// The local mode's page side and worker (`crates/web/js`), loaded only by a local call.
+const LOCAL: [&str; 2] = ["local.js", "engine-worker.js"];
+
+/// The driver's module that declares `VERSION` (its User-Agent).
+const VERSION_MODULE: &str = "request.js";
+
 /// What [`build`] reports besides the package in [`dir`].
 pub struct Package {
     /// The wasm's size before wasm-opt, in bytes.
@@ -75,17 +95,26 @@ pub fn build(ctx: &Ctx) -> Result<Package> {
             .arg(&wasm),
     )?;
     let js = ctx.root.join("crates/web/js");
-    let driver = std::fs::read_to_string(js.join("index.js")).map_err(|e| e.to_string())?;
+    let driver = std::fs::read_to_string(js.join(VERSION_MODULE)).map_err(|e| e.to_string())?;
     if !driver.contains(&format!("const VERSION = \"{VERSION}\";")) {
         return Err(format!(
-            "crates/web/js/index.js must declare `const VERSION = \"{VERSION}\";` (the workspace's version)"
+            "crates/web/js/{VERSION_MODULE} must declare `const VERSION = \"{VERSION}\";` (the workspace's version)"
         ));
     }
-    for file in ["index.js", "index.d.ts", "local.js", "engine-worker.js"] {
+    for file in DRIVER.iter().chain(&LOCAL).chain(&["index.d.ts"]) {
         copy(&js.join(file), &dir.join(file))?;
     }
     build_engine(ctx, &dir)?;
     copy(&js.join("README.md"), &dir.join("README.md"))?;
+    let generated = ["core.js", "core_bg.wasm", "engine.js", "engine_bg.wasm"];
+    let files: Vec<String> = DRIVER
+        .iter()
+        .chain(&LOCAL)
+        .chain(&["index.d.ts", "README.md"])
+        .chain(&generated)
+        .map(|f| format!("\"{f}\""))
+        .collect();
+    let files = files.join(", ");
     let manifest = format!(
         r#"{{
   "name": "@fresco/client",
@@ -98,7 +127,7 @@ pub fn build(ctx: &Ctx) -> Result<Package> {
   "exports": {{
     ".": {{ "types": "./index.d.ts", "default": "./index.js" }}
   }},
-  "files": ["index.js", "index.d.ts", "core.js", "core_bg.wasm", "local.js", "engine-worker.js", "engine.js", "engine_bg.wasm", "README.md"],
+  "files": [{files}],
   "sideEffects": ["./index.js"],
   "engines": {{ "node": ">=20" }}
 }}

@@ -32,8 +32,9 @@ fn kb(bytes: u64) -> String {
     format!("{:.1} KB", bytes as f64 / 1000.0)
 }
 
-/// esbuild's minified browser bundle of `entry`, resolving packages from tests/node_modules.
-fn bundle(ctx: &Ctx, entry: &Path, outfile: &Path) -> Result {
+/// esbuild's minified browser bundle of `entry`, resolving packages from tests/node_modules;
+/// what went into it is listed in `metafile`.
+fn bundle(ctx: &Ctx, entry: &Path, outfile: &Path, metafile: &Path) -> Result {
     let tests = ctx.root.join("tests");
     run(Command::new(tests.join("node_modules/.bin/esbuild"))
         .arg(entry)
@@ -51,6 +52,7 @@ fn bundle(ctx: &Ctx, entry: &Path, outfile: &Path) -> Result {
             "--external:*/local.js",
         ])
         .arg(format!("--outfile={}", outfile.display()))
+        .arg(format!("--metafile={}", metafile.display()))
         .env("NODE_PATH", tests.join("node_modules")))
 }
 
@@ -89,7 +91,19 @@ fn measure(ctx: &Ctx) -> Result<Sizes> {
     )
     .map_err(|e| e.to_string())?;
     let ours_js = out.join("fresco-client.bundle.js");
-    bundle(ctx, &ours_entry, &ours_js)?;
+    let ours_meta = out.join("fresco-client.meta.json");
+    bundle(ctx, &ours_entry, &ours_js, &ours_meta)?;
+    // The driver is split in modules, each loaded by a page for a remote call: every one must be
+    // in the bundle measured (esbuild lists each input as `"<path>": {`).
+    let meta = std::fs::read_to_string(&ours_meta).map_err(|e| e.to_string())?;
+    for module in crate::npm::DRIVER.iter().chain(&["core.js"]) {
+        if !meta.contains(&format!("npm/client/{module}\": {{")) {
+            return Err(format!(
+                "{module} is not in the bundle measured ({})",
+                ours_meta.display()
+            ));
+        }
+    }
     let theirs_entry = out.join("fal-entry.mjs");
     std::fs::write(
         &theirs_entry,
@@ -97,7 +111,12 @@ fn measure(ctx: &Ctx) -> Result<Sizes> {
     )
     .map_err(|e| e.to_string())?;
     let theirs_js = out.join("fal-client.bundle.js");
-    bundle(ctx, &theirs_entry, &theirs_js)?;
+    bundle(
+        ctx,
+        &theirs_entry,
+        &theirs_js,
+        &out.join("fal-client.meta.json"),
+    )?;
     let wasm = package.join("core_bg.wasm");
     Ok(Sizes {
         wasm: size(&wasm)?,

@@ -1,13 +1,17 @@
 // @fresco/client's local mode: `fal.config({ local: … })` routes the endpoints the engine serves
 // to a dedicated Web Worker (engine-worker.js) that runs them on this device's GPU through WebGPU.
-// index.js imports this file only when a call goes local, so a page that never does downloads
+// client.js imports this file only when a call goes local, so a page that never does downloads
 // none of it (nor the engine's wasm, which the worker loads on its first call).
 //
 // The calls keep the remote API's shapes: `submit` answers an IN_QUEUE status, `status` and
 // `onQueueUpdate` see IN_QUEUE → IN_PROGRESS (with the logs: loading, a line per step) →
 // COMPLETED, `result` is `{data, requestId}` with each image's `url` a `blob:` URL of this page,
 // failures are the same `ApiError`/`ValidationError` with fal's bodies. Updates are pushed by the
-// worker as they happen, so polling and streaming subscriptions both see every one.
+// worker as they happen, so polling and streaming subscriptions both see every one. `subscribe`
+// and `run` are the remote client's `subscribe` (queue.js's `subscriber`) over this local queue.
+
+import { ApiError, ValidationError } from "./response.js";
+import { subscriber, timedOut } from "./queue.js";
 
 const DEFAULT_HUB_URL = "https://huggingface.co";
 
@@ -77,11 +81,11 @@ const newRequestId = () =>
   globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(16)}-${Math.random().toString(16).slice(2)}`;
 
 /**
- * The local client: `{queue, run, subscribe}` for the routed endpoints.
- * `options`: `{hubUrl?, workerUrl?}`; `errors`: index.js's `{ApiError, ValidationError}` (the
- * same classes, so `instanceof` works whichever way a call ran).
+ * The local client: `{queue, run, subscribe}` for the routed endpoints. `options`:
+ * `{hubUrl?, workerUrl?}`. Its errors are response.js's classes, the remote client's, so
+ * `instanceof` works whichever way a call ran.
  */
-export function createLocalClient(options, { ApiError, ValidationError }) {
+export function createLocalClient(options) {
   const hubUrl = (options.hubUrl ?? DEFAULT_HUB_URL).replace(/\/+$/, "");
   const requests = new Map();
   let worker;
@@ -261,7 +265,7 @@ export function createLocalClient(options, { ApiError, ValidationError }) {
         if (timeout) {
           timer = setTimeout(() => {
             queue.cancel(endpointId, { requestId }).catch(() => {});
-            done(reject, new Error(`Client timed out waiting for the request to complete after ${timeout}ms`));
+            done(reject, timedOut(timeout));
           }, timeout);
         }
         request.listeners.add(update);
@@ -289,16 +293,11 @@ export function createLocalClient(options, { ApiError, ValidationError }) {
     },
   };
 
-  async function subscribe(endpointId, options = {}) {
-    const { request_id: requestId } = await queue.submit(endpointId, options);
-    options.onEnqueue?.(requestId);
-    await queue.subscribeToStatus(endpointId, { ...options, requestId });
-    return queue.result(endpointId, { requestId });
-  }
-
+  const subscribe = subscriber(queue);
   return {
     queue,
     subscribe,
+    // A local `run` is a subscription that reports nothing on the way.
     run: (endpointId, options = {}) => subscribe(endpointId, { ...options, onQueueUpdate: undefined, onEnqueue: undefined }),
   };
 }
