@@ -1,9 +1,10 @@
 //! The diffusion engine: CLIP text encoders, UNet2DCondition (SD 1.x/2.x/XL, 4 or 9 input
 //! channels) and AutoencoderKL on Burn (the backend is chosen at run time by the device), with the
-//! schedulers and the img2img/inpaint pipelines.
+//! schedulers and the img2img/inpaint pipelines, and fal's endpoints on them ([`endpoints`]).
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cpu;
+pub mod endpoints;
 pub mod models;
 pub mod nn;
 pub mod pipeline;

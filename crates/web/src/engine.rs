@@ -5,20 +5,23 @@
 //! generation waits for the device between steps, and Chromium's renderer stops answering when
 //! its main thread does that. The worker runs one call at a time and hands each to [`LocalEngine::run`].
 //!
-//! A call goes the way it goes on the server — `Call::parse` (fal's schema and its 422s), the
-//! input images fetched (`http(s):`, `data:` and `blob:` URLs alike), the model loaded by
-//! `model_name` from a Hugging Face-layout hub over `fetch` and kept on the GPU for the next call
-//! with the same name, a log line per step, the cancel flag read between steps — and answers what
-//! the server answers, except that the images come back as bytes for the page to wrap in `blob:`
-//! URLs: the output's image URLs are `local:0`, `local:1`, … in the order of the files.
+//! A call is the engine's own ([`endpoints::run_call`], the same as on the server: fal's schema
+//! and its 422s, the inputs, the model kept by name, a log line per step, the cancel read between
+//! steps); this file is what the worker provides it ([`WorkerHost`]): input images fetched
+//! (`http(s):`, `data:` and `blob:` URLs alike), the model loaded by `model_name` from a Hugging
+//! Face-layout hub over `fetch` through the origin's cache, and the images handed back as bytes for
+//! the page to wrap in `blob:` URLs: the output's image URLs are `local:0`, `local:1`, … in the
+//! order of the files.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use fresco_diffusion::pipeline::endpoint::{Call, EncodedImage, Failure};
-use fresco_diffusion::pipeline::image::decode;
+use fresco_diffusion::endpoints::{
+    self, Call, EncodedImage, Failure, Host, MAX_INPUT_BYTES, ModelSlot, Work, too_big,
+};
+use fresco_diffusion::pipeline::image::MAX_INPUT_PIXELS;
 use fresco_diffusion::pipeline::load::LoadOptions;
-use fresco_diffusion::pipeline::{Pipeline, Task};
+use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError};
 use fresco_diffusion::web::cache::Cache;
 use fresco_diffusion::web::lock::{self, LockError};
 use fresco_diffusion::web::{UrlRepo, device_lost, fetch_bytes, on_device_lost, webgpu};
@@ -27,18 +30,10 @@ use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
-/// The largest input image accepted, in bytes (as on the server).
-const MAX_INPUT_BYTES: usize = 64 << 20;
-
-/// A model on the GPU and the key it was loaded under ([`Call::model_key`]).
-struct Loaded {
-    key: String,
-    pipe: Rc<Pipeline>,
-}
-
 #[derive(Default)]
 struct State {
-    loaded: RefCell<Option<Loaded>>,
+    /// The model on the GPU, kept for the next call that names it.
+    models: ModelSlot<Rc<Pipeline>>,
     busy: Cell<bool>,
 }
 
@@ -139,7 +134,7 @@ impl LocalEngine {
     /// The loaded model's `model_name` (and variant, after a NUL), if any.
     #[wasm_bindgen(getter, js_name = loadedModel)]
     pub fn loaded_model(&self) -> Option<String> {
-        self.state.loaded.borrow().as_ref().map(|l| l.key.clone())
+        self.state.models.key()
     }
 }
 
@@ -184,65 +179,70 @@ async fn run(
     }
     let input: Value = serde_json::from_str(input)
         .map_err(|e| Failure::Internal(format!("the input is not JSON: {e}")))?;
-    let call = Call::parse(endpoint_id, &input)?;
-    let image_bytes = fetch_input(&call.image_url, "image_url").await?;
-    let mask_bytes = match &call.mask_url {
-        Some(url) => Some(fetch_input(url, "mask_url").await?),
-        None => None,
+    let host = WorkerHost {
+        state,
+        hub_url,
+        hooks,
+        files: RefCell::new(Vec::new()),
     };
-    let err = |e| call.failure(e);
-    let image = decode(&image_bytes, "image_url").map_err(err)?;
-    let mask = mask_bytes
-        .map(|m| decode(&m, "mask_url"))
-        .transpose()
-        .map_err(err)?;
-    drop((image_bytes, input));
-
-    let pipe = pipeline(state, &call, hub_url, hooks).await?;
-    if hooks.cancelled() {
-        return Err(Failure::Cancelled);
-    }
-    hooks.log(&format!("seed {}", call.request.seed));
-    let task = match &mask {
-        Some(mask) => Task::Inpaint {
-            image: &image,
-            mask,
-        },
-        None => Task::ImageToImage { image: &image },
-    };
-    let out = pipe
-        .generate(task, &call.request, &mut |p, _| {
-            hooks.log(&format!("step {}/{}", p.step, p.total));
-            !hooks.cancelled()
-        })
-        .await
-        .map_err(err)?;
-
-    let files = call.encode(&out)?;
-    let images = files
-        .iter()
-        .enumerate()
-        .map(|(i, f)| f.image(format!("local:{i}")))
-        .collect();
-    Ok((call.output(images)?, files))
+    let output = endpoints::run_call(&host, endpoint_id, input).await?;
+    Ok((output, host.files.into_inner()))
 }
 
-/// The call's model: the loaded one when the key matches, else loaded now (the previous model
-/// is dropped first, so two never share the GPU).
-async fn pipeline(
-    state: &State,
-    call: &Call,
-    hub_url: &str,
-    hooks: &Hooks,
-) -> Result<Rc<Pipeline>, Failure> {
-    let key = call.model_key();
-    if let Some(loaded) = state.loaded.borrow().as_ref()
-        && loaded.key == key
-    {
-        return Ok(loaded.pipe.clone());
+/// A call in this worker: inputs from any URL `fetch` reads (`blob:` included), models from the
+/// hub over `fetch` through the origin's cache, the generation on WebGPU here, the images handed
+/// back as bytes (`local:0`, `local:1`, … in the output until the page makes `blob:` URLs).
+struct WorkerHost<'a> {
+    state: &'a State,
+    hub_url: &'a str,
+    hooks: &'a Hooks,
+    files: RefCell<Vec<EncodedImage>>,
+}
+
+impl Host for WorkerHost<'_> {
+    type Model = Rc<Pipeline>;
+
+    async fn input(&self, url: &str, field: &str) -> Result<Vec<u8>, Failure> {
+        fetch_input(url, field).await
     }
-    *state.loaded.borrow_mut() = None;
-    hooks.log(&format!("loading {}", call.model_name));
+
+    fn max_input_pixels(&self) -> u64 {
+        MAX_INPUT_PIXELS
+    }
+
+    fn models(&self) -> &ModelSlot<Rc<Pipeline>> {
+        &self.state.models
+    }
+
+    async fn load(&self, call: &Call) -> Result<Rc<Pipeline>, Failure> {
+        load(call, self.hub_url, self.hooks).await.map(Rc::new)
+    }
+
+    async fn generate(&self, model: Rc<Pipeline>, work: Work) -> Result<Generated, PipelineError> {
+        let hooks = self.hooks;
+        work.run(&model, &|line| hooks.log(&line), &|| hooks.cancelled())
+            .await
+    }
+
+    async fn store(&self, image: EncodedImage) -> Result<String, Failure> {
+        let mut files = self.files.borrow_mut();
+        files.push(image);
+        Ok(format!("local:{}", files.len() - 1))
+    }
+
+    fn log(&self, line: String) {
+        self.hooks.log(&line);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.hooks.cancelled()
+    }
+}
+
+/// Loads the call's model onto this worker's WebGPU device: every file's header first (the
+/// cache, or a `Range` request each), so that a model this device or this site's storage cannot
+/// hold is refused before any weights download; then the weights, through the cache.
+async fn load(call: &Call, hub_url: &str, hooks: &Hooks) -> Result<Pipeline, Failure> {
     let repo = UrlRepo::for_model(&call.model_name, hub_url)
         .map_err(|e| Failure::field("model_name", e.to_string()))?
         .observed(download_reporter(hooks));
@@ -288,8 +288,6 @@ async fn pipeline(
         variant: Some(call.variant.clone().unwrap_or_else(|| "fp16".into())),
         buffer_limit: Some(buffer_limit),
     };
-    // Before any weights download: every file's header (a `Range` request each, or the cache),
-    // so a model this device cannot hold, or this site's storage cannot, is refused up front.
     let plan = Pipeline::plan(&repo, &device, &options)
         .await
         .map_err(|e| call.failure(e))?;
@@ -302,17 +300,11 @@ async fn pipeline(
     repo.check_room(&files)
         .await
         .map_err(|e| call.failure(e.into()))?;
-    let pipe = Pipeline::load_planned(&repo, &plan, &device, &options, &mut |line| {
+    Pipeline::load_planned(&repo, &plan, &device, &options, &mut |line| {
         hooks.log(&line)
     })
     .await
-    .map_err(|e| call.failure(e))?;
-    let pipe = Rc::new(pipe);
-    *state.loaded.borrow_mut() = Some(Loaded {
-        key,
-        pipe: pipe.clone(),
-    });
-    Ok(pipe)
+    .map_err(|e| call.failure(e))
 }
 
 /// Model downloads as the call's log lines (the engine's one wording, [`ProgressLines`]) and as
@@ -365,10 +357,7 @@ async fn fetch_input(url: &str, field: &str) -> Result<Vec<u8>, Failure> {
         Failure::field(field, format!("could not fetch {}: {message}", shown(url)))
     })?;
     if bytes.len() > MAX_INPUT_BYTES {
-        return Err(Failure::field(
-            field,
-            format!("the image is over {MAX_INPUT_BYTES} bytes"),
-        ));
+        return Err(too_big(field));
     }
     Ok(bytes)
 }

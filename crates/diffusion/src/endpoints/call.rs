@@ -1,10 +1,5 @@
-//! The fal endpoints the engine serves — `fal-ai/inpaint`, `fal-ai/lora/image-to-image` and
-//! `fal-ai/lora/inpaint` — from fal's input to a generation [`Request`], and from the generated
-//! images and a [`PipelineError`] back to fal's output and error bodies.
-//!
-//! The server (`fresco serve`) and the browser's local engine both run calls through here, so a
-//! call answers alike wherever it runs. Fetching the input images and storing the outputs is
-//! theirs: the server stores files behind URLs, the browser hands back bytes for `blob:` URLs.
+//! A call of one of the endpoints: from fal's input to a generation [`Request`], and from the
+//! generated images and a [`PipelineError`] back to fal's output and error bodies.
 
 use fresco_protocol::endpoints::Image;
 use fresco_protocol::endpoints::inpaint::{self, InpaintInput, InpaintOutput};
@@ -12,8 +7,8 @@ use fresco_protocol::endpoints::lora::{self, LoraInput, LoraOutput};
 pub use fresco_protocol::failure::Failure;
 use serde_json::Value;
 
-use super::image::{OutputFormat, encode};
-use super::{Generated, PipelineError, Request};
+use crate::pipeline::image::{OutputFormat, encode};
+use crate::pipeline::{Generated, PipelineError, Request};
 use crate::rng::random_seed;
 use crate::weights::WeightsError;
 

@@ -2,7 +2,6 @@
 //! 4-channel models that re-blend the kept region each step), SD 1.x/2.x and SDXL, reproducing
 //! diffusers' pipelines draw for draw.
 
-pub mod endpoint;
 pub mod generate;
 pub mod image;
 mod latents;

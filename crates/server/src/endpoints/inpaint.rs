@@ -1,20 +1,20 @@
-//! `fal-ai/inpaint` on this server's own engine: inputs fetched from http(s) URLs or `data:` URIs,
-//! the model loaded once and kept while requests ask for it, one generation at a time, a log line
-//! per step, the image stored in the server's storage and returned as fal returns it.
+//! `fal-ai/inpaint` (and, through `lora.rs`, `fal-ai/lora/*`) on this server's own engine: the
+//! call is the engine's ([`fresco_diffusion::endpoints::run_call`]); this file is what the server
+//! provides it ([`Host`]) — inputs read under the server's policy, models from the hub cache or
+//! a URL, the generation on a blocking thread, outputs in the server's storage.
 
 use std::sync::Arc;
 
 use burn::tensor::Device;
-use fresco_diffusion::pipeline::endpoint::Call;
-use fresco_diffusion::pipeline::image::decode_at_most;
+use fresco_diffusion::endpoints::{self, Call, EncodedImage, Host, ModelSlot, Work};
+use fresco_diffusion::pipeline::image::MAX_INPUT_PIXELS;
 use fresco_diffusion::pipeline::load::LoadOptions;
-use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError, Task};
+use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError};
 use fresco_diffusion::weights::WeightsError;
 use fresco_diffusion::weights::hub::{HubOptions, RepoFiles};
 use fresco_diffusion::weights::progress::ProgressLines;
 use fresco_diffusion::weights::repo::RepoLocation;
 use fresco_diffusion::weights::store::Precision;
-use fresco_protocol::endpoints::Image;
 use fresco_protocol::endpoints::inpaint::ENDPOINT_ID;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -29,8 +29,10 @@ pub struct Engine {
     precision: Option<Precision>,
     /// The largest buffer the device binds (a GPU's): larger models are refused up front.
     buffer_limit: Option<u64>,
-    /// The loaded model and its name; the lock also makes jobs run one at a time.
-    loaded: Mutex<Option<(String, Arc<Pipeline>)>>,
+    /// The loaded model, kept for the next call that names it.
+    models: ModelSlot<Arc<Pipeline>>,
+    /// Held for the whole of a call: jobs run one at a time on the device.
+    busy: Mutex<()>,
 }
 
 impl Engine {
@@ -43,7 +45,8 @@ impl Engine {
             device,
             precision,
             buffer_limit,
-            loaded: Mutex::new(None),
+            models: ModelSlot::default(),
+            busy: Mutex::new(()),
         })
     }
 }
@@ -53,123 +56,117 @@ pub struct Inpaint {
     pub engine: Arc<Engine>,
 }
 
-/// The engine's side of a call: the model loaded (or reused), inputs fetched and decoded, the
-/// generation run on a blocking thread with a log line per step and the queue's cancel between
-/// steps.
-pub(crate) async fn generate(
-    engine: &Engine,
-    ctx: &Arc<JobContext>,
-    call: &Call,
-) -> Result<Generated, Failure> {
-    let image_bytes = ctx.input_bytes(&call.image_url, "image_url");
-    let (image_bytes, mask_bytes) = match &call.mask_url {
-        Some(m) => {
-            let (i, m) = tokio::try_join!(image_bytes, ctx.input_bytes(m, "mask_url"))?;
-            (i, Some(m))
-        }
-        None => (image_bytes.await?, None),
-    };
-    let err = |e: PipelineError| call.failure(e);
-    let max_pixels = ctx.policy()?.max_input_pixels;
-    let image = decode_at_most(&image_bytes, "image_url", max_pixels).map_err(err)?;
-    let mask = mask_bytes
-        .map(|m| decode_at_most(&m, "mask_url", max_pixels))
-        .transpose()
-        .map_err(err)?;
+/// A call on this server: inputs through [`JobContext::input_bytes`] (public URLs only unless
+/// allowed, this server's own files from its storage), models from the hub cache or a URL, the
+/// generation on a blocking thread, outputs in the server's storage.
+struct ServerHost {
+    engine: Arc<Engine>,
+    ctx: Arc<JobContext>,
+}
 
-    // One job at a time on the device; the model stays loaded for the next request.
-    let key = call.model_key();
-    let model_name = call.model_name.as_str();
-    let mut loaded = engine.loaded.lock().await;
-    let pipe = match loaded.as_ref() {
-        Some((name, pipe)) if *name == key => pipe.clone(),
-        _ => {
-            *loaded = None;
-            ctx.info(format!("loading {model_name}"));
-            let policy = ctx.policy()?;
-            let location = model_location(model_name, policy)?;
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-            let forward = {
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    while let Some(line) = rx.recv().await {
-                        ctx.info(line);
-                    }
-                })
-            };
-            // A model URL is the caller's: fetched like its inputs (public hosts only unless
-            // allowed). A Hugging Face id goes to the hub the operator configured.
-            let is_url = matches!(location, RepoLocation::Url(_));
-            let mut files = RepoFiles::new(location, HubOptions::from_env(), {
-                // Download progress as the request's log lines.
-                let (tx, lines) = (tx.clone(), ProgressLines::new());
-                Box::new(move |step| {
-                    if let Some(line) = lines.line(step) {
-                        let _ = tx.send(line);
-                    }
-                })
-            })
-            .map_err(|e| err(e.into()))?;
-            if is_url {
-                files = files.with_http(policy.outbound.client().clone());
-            }
-            let options = LoadOptions {
-                precision: engine.precision,
-                variant: call.variant.clone(),
-                buffer_limit: engine.buffer_limit,
-            };
-            let device = engine.device.clone();
-            let handle = tokio::runtime::Handle::current();
-            let pipe = tokio::task::spawn_blocking(move || {
-                handle.block_on(async move {
-                    Pipeline::load(&files, &device, &options, &mut |line| {
-                        let _ = tx.send(line);
-                    })
-                    .await
-                })
-            })
-            .await
-            .map_err(|e| crate::endpoints::hidden("Loading the model", e))?
-            .map_err(|e| match e {
-                // As for the inputs: why a caller's URL did not answer is for the log only.
-                PipelineError::Weights(WeightsError::Network { url, message }) if is_url => {
-                    tracing::warn!(request_id = %ctx.request_id, url, "could not fetch the model: {message}");
-                    Failure::field("model_name", MODEL_NOT_FETCHED)
+impl Host for ServerHost {
+    type Model = Arc<Pipeline>;
+
+    async fn input(&self, url: &str, field: &str) -> Result<Vec<u8>, Failure> {
+        self.ctx.input_bytes(url, field).await
+    }
+
+    fn max_input_pixels(&self) -> u64 {
+        self.ctx
+            .policy()
+            .map_or(MAX_INPUT_PIXELS, |p| p.max_input_pixels)
+    }
+
+    fn models(&self) -> &ModelSlot<Arc<Pipeline>> {
+        &self.engine.models
+    }
+
+    async fn load(&self, call: &Call) -> Result<Arc<Pipeline>, Failure> {
+        let (ctx, engine) = (&self.ctx, &self.engine);
+        let policy = ctx.policy()?;
+        let location = model_location(&call.model_name, policy)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let forward = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                while let Some(line) = rx.recv().await {
+                    ctx.info(line);
                 }
-                e => err(e),
-            })?;
-            let _ = forward.await;
-            let pipe = Arc::new(pipe);
-            *loaded = Some((key, pipe.clone()));
-            pipe
-        }
-    };
-
-    ctx.info(format!("seed {}", call.request.seed));
-    let job = ctx.clone();
-    let req = call.request.clone();
-    let handle = tokio::runtime::Handle::current();
-    let out = tokio::task::spawn_blocking(move || {
-        handle.block_on(async move {
-            let task = match &mask {
-                Some(mask) => Task::Inpaint {
-                    image: &image,
-                    mask,
-                },
-                None => Task::ImageToImage { image: &image },
-            };
-            pipe.generate(task, &req, &mut |p, _| {
-                job.info(format!("step {}/{}", p.step, p.total));
-                !job.is_cancelled()
             })
-            .await
+        };
+        // A model URL is the caller's: fetched like its inputs (public hosts only unless
+        // allowed). A Hugging Face id goes to the hub the operator configured.
+        let is_url = matches!(location, RepoLocation::Url(_));
+        let mut files = RepoFiles::new(location, HubOptions::from_env(), {
+            // Download progress as the request's log lines.
+            let (tx, lines) = (tx.clone(), ProgressLines::new());
+            Box::new(move |step| {
+                if let Some(line) = lines.line(step) {
+                    let _ = tx.send(line);
+                }
+            })
         })
-    })
-    .await
-    .map_err(|e| crate::endpoints::hidden("The generation", e))?
-    .map_err(err)?;
-    drop(loaded);
-    Ok(out)
+        .map_err(|e| call.failure(e.into()))?;
+        if is_url {
+            files = files.with_http(policy.outbound.client().clone());
+        }
+        let options = LoadOptions {
+            precision: engine.precision,
+            variant: call.variant.clone(),
+            buffer_limit: engine.buffer_limit,
+        };
+        let device = engine.device.clone();
+        let handle = tokio::runtime::Handle::current();
+        let pipe = tokio::task::spawn_blocking(move || {
+            handle.block_on(async move {
+                Pipeline::load(&files, &device, &options, &mut |line| {
+                    let _ = tx.send(line);
+                })
+                .await
+            })
+        })
+        .await
+        .map_err(|e| crate::endpoints::hidden("Loading the model", e))?
+        .map_err(|e| match e {
+            // As for the inputs: why a caller's URL did not answer is for the log only.
+            PipelineError::Weights(WeightsError::Network { url, message }) if is_url => {
+                tracing::warn!(request_id = %ctx.request_id, url, "could not fetch the model: {message}");
+                Failure::field("model_name", MODEL_NOT_FETCHED)
+            }
+            e => call.failure(e),
+        })?;
+        let _ = forward.await;
+        Ok(Arc::new(pipe))
+    }
+
+    async fn generate(&self, model: Arc<Pipeline>, work: Work) -> Result<Generated, PipelineError> {
+        let ctx = self.ctx.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(work.run(&model, &|line| ctx.info(line), &|| ctx.is_cancelled()))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(PipelineError::Internal(format!(
+                "The generation failed {}",
+                crate::http::logged_reference(&e)
+            )))
+        })
+    }
+
+    async fn store(&self, image: EncodedImage) -> Result<String, Failure> {
+        self.ctx
+            .save_output(&image.file_name, image.content_type, image.bytes)
+            .await
+    }
+
+    fn log(&self, line: String) {
+        self.ctx.info(line);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.ctx.is_cancelled()
+    }
 }
 
 /// What a caller hears when a model URL is refused or does not answer (the reason is logged).
@@ -222,36 +219,20 @@ pub(crate) fn model_location(model_name: &str, policy: &Policy) -> Result<RepoLo
     RepoLocation::parse_hub_id(name).map_err(|e| refused(e.to_string()))
 }
 
-/// Encodes and stores each image; answers them as fal's `Image`s.
-pub(crate) async fn store_images(
-    ctx: &JobContext,
-    call: &Call,
-    out: &Generated,
-) -> Result<Vec<Image>, Failure> {
-    let mut images = Vec::with_capacity(out.images.len());
-    for encoded in call.encode(out)? {
-        // Described before the bytes move into storage, which gives the URL.
-        let mut image = encoded.image(String::new());
-        image.url = ctx
-            .save_output(&encoded.file_name, encoded.content_type, encoded.bytes)
-            .await?;
-        images.push(image);
-    }
-    Ok(images)
-}
-
-/// Runs one call of an endpoint the engine serves (`Call::parse` refuses the others).
+/// Runs one call of an endpoint the engine serves (`Call::parse` refuses the others), one at a
+/// time on the engine's device.
 pub(crate) async fn run_call(
     engine: Arc<Engine>,
     endpoint_id: String,
     input: Value,
     ctx: JobContext,
 ) -> Result<Value, Failure> {
-    let call = Call::parse(&endpoint_id, &input)?;
-    let ctx = Arc::new(ctx);
-    let out = generate(&engine, &ctx, &call).await?;
-    let images = store_images(&ctx, &call, &out).await?;
-    Ok(call.output(images)?)
+    let _one_at_a_time = engine.busy.lock().await;
+    let host = ServerHost {
+        engine: engine.clone(),
+        ctx: Arc::new(ctx),
+    };
+    endpoints::run_call(&host, &endpoint_id, input).await
 }
 
 impl Endpoint for Inpaint {

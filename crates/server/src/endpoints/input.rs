@@ -12,15 +12,11 @@ use std::time::Duration;
 use super::{Failure, JobContext};
 use base64::Engine as _;
 
-/// The largest input file accepted, in bytes.
-pub const MAX_INPUT_BYTES: usize = 64 << 20;
+pub use fresco_diffusion::endpoints::MAX_INPUT_BYTES;
+use fresco_diffusion::endpoints::too_big;
 
 /// How long one input may take to arrive, redirects included.
 const FETCH_DEADLINE: Duration = Duration::from_secs(60);
-
-fn too_big(field: &str) -> Failure {
-    Failure::field(field, format!("the image is over {MAX_INPUT_BYTES} bytes"))
-}
 
 impl JobContext {
     /// The bytes `url` names, for the input field `field`.
