@@ -1,6 +1,16 @@
 //! The diffusion engine: CLIP text encoders, UNet2DCondition (SD 1.x/2.x/XL, 4 or 9 input
 //! channels) and AutoencoderKL on Burn (the backend is chosen at run time by the device), with the
-//! schedulers and the img2img/inpaint pipelines, and fal's endpoints on them ([`endpoints`]).
+//! schedulers and the img2img/inpaint pipelines, and fal's endpoints on them.
+//!
+//! Where each concept lives:
+//! - a call of `fal-ai/inpaint` / `fal-ai/lora/*`, written once for the server and the browser:
+//!   [`endpoints`] (`run_call` over a `Host`; fal's failures are `fresco_protocol::failure`);
+//! - a generation: [`pipeline`] (loading a checkpoint, prompts, latents, `generate`);
+//! - the networks: [`models`] (CLIP, UNet, VAE) on [`nn`]'s layers, with [`cpu`]'s kernels on the CPU;
+//! - weights: [`weights`] (the safetensors stream, repositories and the hub cache, the
+//!   diffusers→module name maps, download progress and its wording in `weights::progress`);
+//! - noise: [`schedulers`], and [`rng`] (PyTorch's CPU generator, for diffusers' images);
+//! - the browser: `web` (the WebGPU device, `fetch`, the origin's model cache; wasm only).
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cpu;

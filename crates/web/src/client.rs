@@ -1,5 +1,5 @@
 //! The protocol rules the client shares with fresco's server, for the module's JavaScript driver
-//! (`js/index.js`): endpoint ids, every URL the client calls, and server-sent events — the code of
+//! (`js/`): endpoint ids, every URL the client calls, and server-sent events — the code of
 //! `fresco-protocol` that the server runs, exported as plain synchronous functions.
 //!
 //! The rest of the client is JavaScript, for size (README, "The client's size", has the

@@ -8,9 +8,10 @@
 //!
 //! The client is split by what each language is for. [`client`] holds the rules — URLs, retry
 //! policy and backoff, multipart layout, upload names, lifecycle names, server-sent events — and
-//! they are `fresco-protocol`'s, the same code the server runs. `js/index.js` is the driver: the
-//! `fal` singleton and `createFalClient`, `fetch` with its headers and retry loop, polling and
-//! streaming, uploads, `ApiError`/`ValidationError` as real classes (`instanceof` must work
+//! they are `fresco-protocol`'s, the same code the server runs. `js/` is the driver, in fal-js's
+//! files (`index.js` loads the wasm and exports): the `fal` singleton and `createFalClient`,
+//! `fetch` with its headers and retry loop, polling and streaming, uploads,
+//! `ApiError`/`ValidationError` as real classes (`instanceof` must work
 //! across the module boundary, and JavaScript owns the prototypes). It asks the wasm for every
 //! decision above and does the I/O itself. Why the I/O is not in Rust too: measured (README,
 //! "The client's size"), `wasm-bindgen-futures` with one retrying fetch is 14.5 KB gzipped,
