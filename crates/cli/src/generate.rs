@@ -6,16 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::tensor::{Device, DeviceKind};
 use clap::{Args, ValueEnum};
+use fresco_diffusion::device::{Backend, Compute, DeviceError};
 use fresco_diffusion::pipeline::image::{OutputFormat, decode, encode};
-use fresco_diffusion::pipeline::load::{LoadOptions, wgpu_buffer_limit};
+use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Pipeline, Request, Task};
 use fresco_diffusion::rng::random_seed;
 use fresco_diffusion::weights::hub::{HubOptions, RepoFiles};
 use fresco_diffusion::weights::progress;
 use fresco_diffusion::weights::repo::RepoLocation;
-use fresco_diffusion::weights::store::Precision;
 use fresco_protocol::endpoints::inpaint::{DEFAULT_GUIDANCE_SCALE, DEFAULT_NUM_INFERENCE_STEPS};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,39 +121,18 @@ fn read_image(path: &Path, what: &str) -> anyhow::Result<image::DynamicImage> {
     decode(&bytes, what).with_context(|| format!("{}", path.display()))
 }
 
-/// Where a model runs: the Burn device, the precision, and the largest buffer the device binds
-/// (a GPU's limit; `None` on the CPU).
-pub struct Compute {
-    pub device: Device,
-    pub precision: Precision,
-    pub buffer_limit: Option<u64>,
-}
-
-/// The [`Compute`] for `--device` and `--f16`.
+/// The device for `--device` and `--f16`.
 pub fn device(device: DeviceArg, f16: bool) -> anyhow::Result<Compute> {
-    Ok(match (device, f16) {
-        (DeviceArg::Cpu, false) => Compute {
-            device: Device::flex(),
-            precision: Precision::F32,
-            buffer_limit: None,
-        },
-        (DeviceArg::Cpu, true) => {
-            bail!("--f16 needs --device wgpu (the CPU backend computes in f32)")
+    let backend = match device {
+        DeviceArg::Cpu => Backend::Cpu,
+        DeviceArg::Wgpu => Backend::Wgpu,
+    };
+    fresco_diffusion::device::open(backend, f16).map_err(|e| match e {
+        DeviceError::F16OnCpu => {
+            anyhow::anyhow!("--f16 needs --device wgpu (the CPU backend computes in f32)")
         }
-        (DeviceArg::Wgpu, f16) => {
-            let (device, setup) = Device::wgpu_options()
-                .device_kind(DeviceKind::DefaultDevice)
-                .init_with_setup()
-                .map_err(|e| anyhow::anyhow!("--device wgpu: no usable adapter: {e}"))?;
-            if f16 && !device.supports_dtype(burn::tensor::FloatDType::F16) {
-                bail!("--f16: this wgpu adapter has no shader-f16");
-            }
-            Compute {
-                device,
-                precision: if f16 { Precision::F16 } else { Precision::F32 },
-                buffer_limit: Some(wgpu_buffer_limit(&setup.device.limits())),
-            }
-        }
+        DeviceError::NoF16 => anyhow::anyhow!("--f16: this wgpu adapter has no shader-f16"),
+        e => anyhow::anyhow!("--device wgpu: {e}"),
     })
 }
 

@@ -28,7 +28,7 @@
 use std::io::{Read, Write};
 use std::time::Instant;
 
-use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use fresco_diffusion::models::unet::{AddedConditions, UNet2DConditionModel, UNetConfig};
 use fresco_diffusion::weights::WeightsError;
 use fresco_diffusion::weights::convert::to_f16;
@@ -87,11 +87,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn device(name: &str) -> Result<Device, Box<dyn std::error::Error>> {
-    match name {
-        "cpu" => Ok(Device::flex()),
-        "wgpu" => Ok(Device::wgpu(DeviceKind::DefaultDevice)),
-        other => Err(format!("unknown device {other}").into()),
-    }
+    use fresco_diffusion::device::{Backend, open};
+    let backend = match name {
+        "cpu" => Backend::Cpu,
+        "wgpu" => Backend::Wgpu,
+        other => return Err(format!("unknown device {other}").into()),
+    };
+    Ok(open(backend, false)?.device)
 }
 
 /// A deterministic input of the given shape.
@@ -401,7 +403,7 @@ fn rss(out: &str) -> Result<(), Box<dyn std::error::Error>> {
 
 fn load(device_name: &str, out: &str) -> Result<(), Box<dyn std::error::Error>> {
     let device = device(device_name)?;
-    let precision = fresco_diffusion::weights::store::preferred_precision(&device);
+    let precision = fresco_diffusion::device::preferred_precision(&device);
     let config = UNetConfig::from_json(SDXL_INPAINT_CONFIG)?;
     // Warm the device up (adapter, first buffers) before the baseline.
     let warm: Tensor<1> = Tensor::from_data(TensorData::new(vec![1f32; 1024], [1024]), &device);

@@ -10,10 +10,12 @@
 //! - weights: [`weights`] (the safetensors stream, repositories and the hub cache, the
 //!   diffusers→module name maps, download progress and its wording in `weights::progress`);
 //! - noise: [`schedulers`], and [`rng`] (PyTorch's CPU generator, for diffusers' images);
-//! - the browser: `web` (the WebGPU device, `fetch`, the origin's model cache; wasm only).
+//! - the device (CPU, wgpu, WebGPU), its precision, limits and loss: [`device`];
+//! - the browser: `web` (`fetch`, the origin's model cache; wasm only).
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cpu;
+pub mod device;
 pub mod endpoints;
 pub mod models;
 pub mod nn;

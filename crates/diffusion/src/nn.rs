@@ -295,7 +295,7 @@ pub fn attention(
     upcast: bool,
 ) -> Tensor<3> {
     #[cfg(not(target_arch = "wasm32"))]
-    if q.dtype() == DType::F32 && crate::cpu::is_cpu(&q.device()) {
+    if q.dtype() == DType::F32 && crate::device::is_cpu(&q.device()) {
         return crate::cpu::attention(q, k, v, heads);
     }
     let [b, n, inner] = q.dims();

@@ -8,10 +8,11 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use fresco_diffusion::device::webgpu_device;
 use fresco_diffusion::pipeline::image::{decode, psnr};
 use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Pipeline, Request, Task};
-use fresco_diffusion::web::{UrlRepo, fetch_bytes, webgpu_device};
+use fresco_diffusion::web::{UrlRepo, fetch_bytes};
 use fresco_diffusion::weights::store::Precision;
 use js_sys::Reflect;
 use wasm_bindgen::closure::Closure;

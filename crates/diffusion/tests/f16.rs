@@ -6,10 +6,11 @@
 mod common;
 
 use burn::tensor::{Device, DeviceKind};
+use fresco_diffusion::device::preferred_precision;
 use fresco_diffusion::models::clip::{ClipTextConfig, ClipTextModel, IGNORABLE};
 use fresco_diffusion::models::unet::{AddedConditions, UNet2DConditionModel, UNetConfig};
 use fresco_diffusion::models::vae::{AutoencoderKL, VaeConfig};
-use fresco_diffusion::weights::store::{Precision, Weights, preferred_precision};
+use fresco_diffusion::weights::store::{Precision, Weights};
 
 /// f16 has an 11-bit significand (≈ 5e-4 relative per operation); through a UNet's convolutions,
 /// attention and residual sums the error grows to a few 1e-3.

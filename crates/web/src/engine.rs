@@ -16,6 +16,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use fresco_diffusion::device::{device_lost, on_device_lost, webgpu};
 use fresco_diffusion::endpoints::{
     self, Call, EncodedImage, Failure, Host, MAX_INPUT_BYTES, ModelSlot, Work, too_big,
 };
@@ -24,7 +25,7 @@ use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError};
 use fresco_diffusion::web::cache::Cache;
 use fresco_diffusion::web::lock::{self, LockError};
-use fresco_diffusion::web::{UrlRepo, device_lost, fetch_bytes, on_device_lost, webgpu};
+use fresco_diffusion::web::{UrlRepo, fetch_bytes};
 use fresco_diffusion::weights::progress::{Fetch, Observer, ProgressLines, megabytes};
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde_json::Value;

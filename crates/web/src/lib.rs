@@ -3,8 +3,8 @@
 //!
 //! Two builds of this crate, so that a page that only calls the API never downloads the engine:
 //! the client (default features, `wasm-client` profile; `cargo xtask bench size` holds it to
-//! `@fal-ai/client`'s 21 KB gzipped) and the GPU side (`webgpu`: the probe now, the local engine's
-//! worker module later).
+//! `@fal-ai/client`'s 21 KB gzipped) and the GPU side (`webgpu`: the local engine's
+//! worker module, [`engine`]).
 //!
 //! The client is split by what each language is for. [`client`] holds the rules — URLs, retry
 //! policy and backoff, multipart layout, upload names, lifecycle names, server-sent events — and
@@ -27,8 +27,6 @@ extern crate alloc;
 
 #[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
 pub mod engine;
-#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
-pub mod gpu;
 
 pub mod client;
 
@@ -59,17 +57,4 @@ pub fn parse_endpoint_id(id: &str) -> Result<JsValue, JsError> {
         set("namespace", ns).map_err(|_| JsError::new("could not build the result"))?;
     }
     Ok(obj.into())
-}
-
-/// What the browser's WebGPU adapter offers (`{name, vendor, device_type, backend, shader_f16,
-/// max_buffer_size, …}`); rejects with a clear message where WebGPU is missing.
-#[cfg(all(target_arch = "wasm32", feature = "webgpu"))]
-#[wasm_bindgen(js_name = webgpuCapabilities)]
-pub async fn webgpu_capabilities() -> Result<JsValue, JsError> {
-    let gpu = gpu::Gpu::open()
-        .await
-        .map_err(|e| JsError::new(&e.to_string()))?;
-    let json =
-        serde_json::to_string(&gpu.capabilities).map_err(|e| JsError::new(&e.to_string()))?;
-    js_sys::JSON::parse(&json).map_err(|_| JsError::new("could not build the result"))
 }

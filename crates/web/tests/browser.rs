@@ -1,10 +1,8 @@
 //! Runs in headless Chromium (`wasm-bindgen-test-runner`, see `webdriver.json`): proves the wasm
-//! build works in a real browser and that WebGPU computes there.
+//! build works in a real browser and that the engine's WebGPU device opens there.
 #![cfg(target_arch = "wasm32")]
 
 use fresco_protocol::urls;
-#[cfg(feature = "webgpu")]
-use fresco_web::gpu::Gpu;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
 
@@ -33,21 +31,22 @@ fn protocol_urls_are_built_in_the_browser_as_natively() {
 
 #[cfg(feature = "webgpu")]
 #[wasm_bindgen_test]
-async fn a_webgpu_adapter_is_there_and_runs_a_compute_pass() {
-    let gpu = Gpu::open()
+async fn the_engines_webgpu_device_opens_and_computes() {
+    use burn::tensor::{Tensor, TensorData};
+    let (device, limits) = fresco_diffusion::device::webgpu()
         .await
         .expect("headless Chromium with --enable-unsafe-webgpu has an adapter");
-    let caps = &gpu.capabilities;
-    web_sys_log(&format!("WebGPU adapter: {caps:?}"));
-    assert!(
-        caps.max_storage_buffer_binding_size >= 128 << 20,
-        "{caps:?}"
-    );
+    web_sys_log(&format!("WebGPU: {limits:?}"));
+    assert!(limits.buffer_limit >= 128 << 20, "{limits:?}");
+    // Opened once a worker: the second ask hands out the same device.
+    let (again, _) = fresco_diffusion::device::webgpu().await.unwrap();
+    assert_eq!(again, device);
 
     let input: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5 - 100.0).collect();
-    let out = gpu.affine(&input, 3.0, 0.25).await.unwrap();
+    let x = Tensor::<1>::from_data(TensorData::new(input.clone(), [1000]), &device);
+    let out = (x * 3.0 + 0.25).into_data_async().await.expect("readback");
     let expected: Vec<f32> = input.iter().map(|x| 3.0 * x + 0.25).collect();
-    assert_eq!(out, expected);
+    assert_eq!(out.convert::<f32>().try_to_vec::<f32>().unwrap(), expected);
 }
 
 #[cfg(feature = "webgpu")]

@@ -25,19 +25,14 @@
 //! a library's own threads taking turns with rayon's, two cores ran the mid-size UNet step only
 //! 1.2× faster than one; with one pool, a 32×32 step went from 1150 to 827 ms.
 
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Tensor};
 
 use crate::weights::store::Weights;
-
-/// Whether `device` is the CPU device (burn-flex).
-pub fn is_cpu(device: &Device) -> bool {
-    *device == Device::flex()
-}
 
 /// Whether layers built from `w` with parameters of `dtype` take the CPU kernels: real values (not
 /// a shapes-only store, whose broadcast tensors must never be materialised), f32, on the CPU.
 pub fn takes_cpu_kernels(w: &Weights, dtype: DType) -> bool {
-    w.holds_values() && dtype == DType::F32 && is_cpu(w.device())
+    w.holds_values() && dtype == DType::F32 && crate::device::is_cpu(w.device())
 }
 
 mod attention;

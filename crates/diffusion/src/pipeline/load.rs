@@ -6,6 +6,7 @@ use burn::tensor::Device;
 
 use super::text::{TextEncoder, TextEncoders};
 use super::{Pipeline, PipelineError};
+use crate::device::preferred_precision;
 use crate::models::clip::{ClipTextConfig, ClipTextModel, IGNORABLE};
 use crate::models::unet::{UNet2DConditionModel, UNetConfig};
 use crate::models::vae::{AutoencoderKL, VaeConfig};
@@ -15,7 +16,7 @@ use crate::weights::WeightsError;
 use crate::weights::load::{ComponentFiles, config_json, load_resolved, resolve_weights};
 use crate::weights::repo::ModelIndex;
 use crate::weights::source::RepoSource;
-use crate::weights::store::{Precision, preferred_precision};
+use crate::weights::store::Precision;
 
 /// How to load: precision (`None`: the device's preferred one) and weight variant.
 #[derive(Debug, Clone, Default)]
@@ -26,14 +27,6 @@ pub struct LoadOptions {
     /// The largest buffer the device binds, in bytes (a GPU's limit): a model with a larger
     /// tensor is refused by [`Pipeline::plan`], before anything is loaded.
     pub buffer_limit: Option<u64>,
-}
-
-/// A wgpu device's [`LoadOptions::buffer_limit`]: the largest storage buffer it binds, or its
-/// largest buffer if that is smaller.
-pub fn wgpu_buffer_limit(limits: &burn::tensor::wgpu::wgpu::Limits) -> u64 {
-    limits
-        .max_storage_buffer_binding_size
-        .min(limits.max_buffer_size)
 }
 
 fn config_err(what: &str, e: impl std::fmt::Display) -> PipelineError {

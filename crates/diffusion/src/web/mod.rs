@@ -1,6 +1,6 @@
-//! The engine in a browser: a WebGPU device, and weights streamed from `fetch` (or from the
-//! model cache, [`cache`]) straight into it, one tensor at a time (a file is never held whole in
-//! wasm memory).
+//! The engine's weights in a browser: streamed from `fetch` (or from the model cache, [`cache`])
+//! straight onto the WebGPU device (`crate::device`), one tensor at a time (a file is never held
+//! whole in wasm memory).
 
 pub mod cache;
 mod js;
@@ -9,11 +9,9 @@ pub mod lock;
 use std::rc::Rc;
 
 use burn::tensor::Device;
-use burn::tensor::wgpu::wgpu;
 use js_sys::Uint8Array;
 use wasm_bindgen::{JsCast, JsValue};
 
-use crate::pipeline::load::wgpu_buffer_limit;
 use crate::weights::WeightsError;
 use crate::weights::repo::RepoLocation;
 use crate::weights::safetensors::{Header, Prefix, SafetensorsStream, TensorBytes, read_prefix};
@@ -27,102 +25,6 @@ fn network(url: &str, e: &JsValue) -> WeightsError {
         url: url.to_owned(),
         message: describe(e),
     }
-}
-
-/// What the engine must know of the WebGPU device Burn opened: whether it computes in f16, and
-/// the largest buffer it can bind (a tensor larger than that cannot be used on it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GpuLimits {
-    pub shader_f16: bool,
-    /// [`wgpu_buffer_limit`] of the device.
-    pub buffer_limit: u64,
-}
-
-thread_local! {
-    /// Burn registers one runtime per adapter: the device is initialised once per page (or
-    /// worker) and handed out again after that.
-    static WEBGPU: std::cell::RefCell<Option<(Device, GpuLimits)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-unsafe extern "C" {
-    /// Synthesised by wasm-ld: runs the module's static constructors (its `.init_array`), here
-    /// the `inventory` registrations of CubeCL's IR dialects (pliron), before Burn compiles a
-    /// kernel.
-    fn __wasm_call_ctors();
-}
-
-/// Runs the static constructors, once per wasm instance.
-///
-/// When no code calls `__wasm_call_ctors`, wasm-ld treats the module as a "command" and wraps
-/// every export in a call to it, so the constructors (hundreds of registrations) ran again on
-/// each call from JavaScript into the module — each `externref` the WebGPU bindings hand over,
-/// several per kernel launch: most of a denoising step's time in the browser. Calling it here
-/// turns that off; this runs before Burn touches the device, the first use of the registries.
-fn run_static_constructors() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static DONE: AtomicBool = AtomicBool::new(false);
-    if !DONE.swap(true, Ordering::Relaxed) {
-        // SAFETY: wasm-ld defines the symbol; the flag makes this the only call in this instance.
-        unsafe { __wasm_call_ctors() }
-    }
-}
-
-/// Burn on the browser's WebGPU adapter, initialised on the first call and shared after it,
-/// with the device's limits.
-pub async fn webgpu() -> Result<(Device, GpuLimits), WeightsError> {
-    if let Some(known) = WEBGPU.with(|d| d.borrow().clone()) {
-        return Ok(known);
-    }
-    run_static_constructors();
-    let (device, setup) = Device::wgpu_options()
-        .init_with_setup_async()
-        .await
-        .map_err(|e| WeightsError::Config(format!("WebGPU is not available: {e}")))?;
-    let limits = GpuLimits {
-        shader_f16: setup.device.features().contains(wgpu::Features::SHADER_F16),
-        buffer_limit: wgpu_buffer_limit(&setup.device.limits()),
-    };
-    // Burn stops using a lost device (its reads then fail as "poisoned"); this one tells the
-    // engine at once, even while no call runs, so it can open a new device for the next call.
-    setup.device.set_device_lost_callback(|reason, message| {
-        let reason = match reason {
-            wgpu::DeviceLostReason::Destroyed => format!("destroyed: {message}"),
-            _ => message,
-        };
-        LOST.with(|l| *l.borrow_mut() = Some(reason.clone()));
-        if let Some(listener) = LOST_LISTENER.with(|l| l.borrow().clone()) {
-            listener(&reason);
-        }
-    });
-    WEBGPU.with(|d| *d.borrow_mut() = Some((device.clone(), limits)));
-    Ok((device, limits))
-}
-
-type LostListener = Rc<dyn Fn(&str)>;
-
-thread_local! {
-    /// Why the device was lost, once it was.
-    static LOST: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
-    static LOST_LISTENER: std::cell::RefCell<Option<LostListener>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Why this worker's WebGPU device was lost, if it was. A lost device stays lost, and Burn keeps
-/// one device per worker: a new device means a new worker (a new wasm instance).
-pub fn device_lost() -> Option<String> {
-    LOST.with(|l| l.borrow().clone())
-}
-
-/// Calls `listener` with the reason when the device is lost (GPU process crash, driver reset,
-/// `GPUDevice.destroy()`), whether or not a call is running.
-pub fn on_device_lost(listener: impl Fn(&str) + 'static) {
-    LOST_LISTENER.with(|l| *l.borrow_mut() = Some(Rc::new(listener)));
-}
-
-/// Burn on the browser's WebGPU adapter ([`webgpu`] without the limits).
-pub async fn webgpu_device() -> Result<Device, WeightsError> {
-    webgpu().await.map(|(device, _)| device)
 }
 
 pub use crate::weights::progress::{Fetch, Observer};

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::WeightsError;
 use super::convert::{to_f16, to_f32};
@@ -29,20 +29,6 @@ impl Precision {
             Precision::F32 => DType::F32,
             Precision::F16 => DType::F16,
         }
-    }
-}
-
-/// The precision to run a model in on `device`: f16 where the device computes it natively (a
-/// GPU adapter with `shader-f16`), f32 elsewhere (CPUs, SwiftShader in headless Chromium).
-pub fn preferred_precision(device: &Device) -> Precision {
-    #[cfg(not(target_arch = "wasm32"))]
-    let cpu = crate::cpu::is_cpu(device);
-    #[cfg(target_arch = "wasm32")]
-    let cpu = false;
-    if !cpu && device.supports_dtype(FloatDType::F16) {
-        Precision::F16
-    } else {
-        Precision::F32
     }
 }
 
