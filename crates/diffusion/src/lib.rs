@@ -7,11 +7,11 @@
 //!   [`endpoints`] (`run_call` over a `Host`; fal's failures are `fresco_protocol::failure`);
 //! - a generation: [`pipeline`] (loading a checkpoint, prompts, latents, `generate`);
 //! - the networks: [`models`] (CLIP, UNet, VAE) on [`nn`]'s layers, with [`cpu`]'s kernels on the CPU;
-//! - weights: [`weights`] (the safetensors stream, repositories and the hub cache, the
-//!   diffusers→module name maps, download progress and its wording in `weights::progress`);
+//! - weights: [`weights`] (the safetensors stream, repositories — the hub cache natively, `fetch`
+//!   and the origin's model cache in a browser —, the diffusers→module name maps, download
+//!   progress and its wording in `weights::progress`);
 //! - noise: [`schedulers`], and [`rng`] (PyTorch's CPU generator, for diffusers' images);
-//! - the device (CPU, wgpu, WebGPU), its precision, limits and loss: [`device`];
-//! - the browser: `web` (`fetch`, the origin's model cache; wasm only).
+//! - the device (CPU, wgpu, WebGPU), its precision, limits and loss: [`device`].
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cpu;
@@ -23,8 +23,6 @@ pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
-#[cfg(target_arch = "wasm32")]
-pub mod web;
 pub mod weights;
 
 /// The latent space of every SD/SDXL VAE is 8× smaller than the image on each side.

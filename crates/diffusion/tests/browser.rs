@@ -12,11 +12,12 @@ use burn::tensor::{Device, Tensor, TensorData};
 use fresco_diffusion::device::webgpu_device;
 use fresco_diffusion::models::unet::{AddedConditions, UNet2DConditionModel, UNetConfig};
 use fresco_diffusion::models::vae::{AutoencoderKL, VaeConfig};
-use fresco_diffusion::web::{UrlRepo, fetch_bytes, fetch_text, fetch_weights};
 use fresco_diffusion::weights::WeightsError;
 use fresco_diffusion::weights::convert::to_f32;
+use fresco_diffusion::weights::fetch::{fetch_bytes, fetch_text, fetch_weights};
 use fresco_diffusion::weights::safetensors::SafetensorsStream;
 use fresco_diffusion::weights::store::Precision;
+use fresco_diffusion::weights::url_repo::UrlRepo;
 use wasm_bindgen_test::*;
 
 mod in_browser;

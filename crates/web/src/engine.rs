@@ -23,10 +23,11 @@ use fresco_diffusion::endpoints::{
 use fresco_diffusion::pipeline::image::MAX_INPUT_PIXELS;
 use fresco_diffusion::pipeline::load::LoadOptions;
 use fresco_diffusion::pipeline::{Generated, Pipeline, PipelineError};
-use fresco_diffusion::web::cache::Cache;
-use fresco_diffusion::web::lock::{self, LockError};
-use fresco_diffusion::web::{UrlRepo, fetch_bytes};
+use fresco_diffusion::weights::cache::Cache;
+use fresco_diffusion::weights::fetch::fetch_bytes;
+use fresco_diffusion::weights::lock::{self, LockError};
 use fresco_diffusion::weights::progress::{Fetch, Observer, ProgressLines, megabytes};
+use fresco_diffusion::weights::url_repo::UrlRepo;
 use js_sys::{Array, Function, Object, Reflect, Uint8Array};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;

@@ -1,6 +1,6 @@
 //! Loading a whole pipeline from a diffusers repository, component by component, each streamed
 //! onto the device: natively from a local directory, a Hugging Face id or a base URL (`RepoFiles`),
-//! in a browser over `fetch` (`crate::web::UrlRepo`).
+//! in a browser over `fetch` (`crate::weights::url_repo::UrlRepo`).
 
 use burn::tensor::Device;
 

@@ -1,16 +1,30 @@
 //! Weights: diffusers repositories (local directories, Hugging Face ids, base URLs), safetensors
 //! read as a stream one tensor at a time, converted to the engine's float type.
+//!
+//! Natively a repository is read through the Hugging Face cache ([`hub`]); in a browser over
+//! `fetch` ([`url_repo`], [`fetch`]) through the origin's model cache ([`cache`], one loader at a
+//! time: [`lock`]). Both report their downloads in one vocabulary ([`progress`]).
 
+#[cfg(target_arch = "wasm32")]
+pub mod cache;
 pub mod convert;
+#[cfg(target_arch = "wasm32")]
+pub mod fetch;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod hub;
+#[cfg(target_arch = "wasm32")]
+mod js;
 pub mod load;
+#[cfg(target_arch = "wasm32")]
+pub mod lock;
 pub mod names;
 pub mod progress;
 pub mod repo;
 pub mod safetensors;
 pub mod source;
 pub mod store;
+#[cfg(target_arch = "wasm32")]
+pub mod url_repo;
 
 /// What can go wrong with weights. Every variant names the file, and the tensor where there is one.
 #[derive(Debug, thiserror::Error)]

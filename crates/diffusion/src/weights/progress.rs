@@ -1,5 +1,5 @@
 //! What reading a model's files reports — the one vocabulary of download progress, natively
-//! (the hub cache, `hub.rs`) and in a browser (`fetch` and the model cache, `web/`) — and the one
+//! (the hub cache, `hub.rs`) and in a browser (`fetch` and the model cache, `url_repo.rs`, `cache.rs`) — and the one
 //! place that words it for people ([`ProgressLines`]): the server's request logs, the browser's
 //! call logs and the CLI's stderr all read the same lines.
 

@@ -1,5 +1,5 @@
 //! Where a diffusers repository's files come from: natively the hub cache ([`RepoFiles`]: a local
-//! directory, a Hugging Face id or a base URL), in a browser `fetch` (`crate::web::UrlRepo`). The
+//! directory, a Hugging Face id or a base URL), in a browser `fetch` (`crate::weights::url_repo::UrlRepo`). The
 //! loaders (`weights::load`, `Pipeline::load`) are written once against this trait.
 
 use super::WeightsError;

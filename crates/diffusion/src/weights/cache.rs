@@ -18,8 +18,9 @@ use js_sys::Uint8Array;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::JsValue;
 
-use super::Fetch;
+use super::fetch::{BodyReader, content_length, fetch_response, status};
 use super::js::{call, call_async, describe, error_name, get_opt, object, sleep};
+use super::progress::Fetch;
 use crate::weights::WeightsError;
 
 /// The directory under the origin's private file system.
@@ -276,7 +277,7 @@ impl Cache {
         loop {
             attempt += 1;
             let range = (have > 0).then(|| format!("bytes={have}-"));
-            let response = super::fetch_response(url, range.as_deref()).await;
+            let response = fetch_response(url, range.as_deref()).await;
             let response = match response {
                 Ok(r) => r,
                 Err(e) if attempt < MAX_ATTEMPTS => {
@@ -290,7 +291,7 @@ impl Cache {
                 }
                 Err(e) => return Err(e),
             };
-            let status = super::status(&response);
+            let status = status(&response);
             match status {
                 404 => {
                     drop(bin);
@@ -310,7 +311,7 @@ impl Cache {
                     });
                 }
             }
-            let length = super::content_length(&response);
+            let length = content_length(&response);
             let total = length.map(|n| n + have);
             if let Some(need) = length {
                 check_quota(url, need).await?;
@@ -330,7 +331,7 @@ impl Cache {
                 total,
                 from: have,
             });
-            let mut body = super::BodyReader::new(url, &response)?;
+            let mut body = BodyReader::new(url, &response)?;
             let broke = loop {
                 match body.next_js().await {
                     Ok(Some(chunk)) => {

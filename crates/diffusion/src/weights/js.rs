@@ -1,4 +1,4 @@
-//! The few JavaScript calls the web module makes, by name (`Reflect`), so the crate needs no
+//! The few JavaScript calls the browser's weight sources make, by name (`Reflect`), so the crate needs no
 //! `web-sys` bindings for fetch, streams and the origin-private file system.
 
 use js_sys::{Array, Function, Object, Promise, Reflect};
