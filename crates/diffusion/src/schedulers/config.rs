@@ -11,8 +11,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::SchedulerError;
 use super::noise_schedule::BetaConfig;
+use super::{BetaSchedule, FinalSigmas, PredictionType, SchedulerError, TimestepSpacing};
 
 /// A diffusers scheduler config (`scheduler_config.json`), every key optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -147,48 +147,6 @@ fn lenient_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>
             ))),
         },
     }
-}
-
-/// How β grows over the training timesteps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BetaSchedule {
-    /// β linear from `beta_start` to `beta_end`.
-    Linear,
-    /// √β linear, as in Stable Diffusion (0.00085 → 0.012).
-    ScaledLinear,
-    /// The cosine schedule of Nichol & Dhariwal, β capped at 0.999.
-    SquaredCosCapV2,
-}
-
-/// What the model predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PredictionType {
-    /// The noise ε (SD 1.x, SDXL).
-    Epsilon,
-    /// The velocity v = √ᾱ ε − √(1−ᾱ) x₀ (SD 2.x 768).
-    VPrediction,
-    /// The clean sample x₀.
-    Sample,
-}
-
-/// How the inference timesteps are picked among the training ones (Lin et al. 2023, table 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimestepSpacing {
-    /// Evenly spaced from T−1 down to 0, endpoints included.
-    Linspace,
-    /// Multiples of ⌊T/n⌋ from 0, plus `steps_offset` (SD's "leading" spacing).
-    Leading,
-    /// Evenly spaced back from T−1, so the first step is always the noisiest level.
-    Trailing,
-}
-
-/// The σ appended after the last step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinalSigmas {
-    /// σ = 0: the last step lands on the clean sample.
-    Zero,
-    /// σ = σ of training level 0.
-    SigmaMin,
 }
 
 /// Resolves a string field against its allowed values; absent → `default`.

@@ -13,12 +13,13 @@
 //! `set_alpha_to_one`, else ᾱ_0. Note that `t' = t − ⌊T/n⌋` is used whatever the spacing, as in
 //! diffusers (with "trailing"/"linspace" it is not always the next timestep of the schedule).
 
-use super::config::{ALL_PREDICTIONS, PredictionType, TimestepSpacing, refuse_flag};
+use super::config::{ALL_PREDICTIONS, refuse_flag};
 use super::noise_schedule::{NoiseSchedule, descending_timesteps};
 use super::{
     BetaSchedule, DiffusionScheduler, Latents, SchedulerConfig, SchedulerError, check_index,
     check_steps,
 };
+use super::{PredictionType, TimestepSpacing};
 
 const CLASS: &str = "DDIMScheduler";
 

@@ -24,9 +24,7 @@
 //! σ_max with timesteps recovered by log-σ interpolation and rounded. Deterministic (the SDE
 //! variants, fal's "DPM++ 2M SDE", are not supported).
 
-use super::config::{
-    ALL_PREDICTIONS, FinalSigmas, PredictionType, TimestepSpacing, choice, refuse_flag,
-};
+use super::config::{ALL_PREDICTIONS, choice, refuse_flag};
 use super::noise_schedule::{
     NoiseSchedule, karras_sigmas, log_table, np_arange, np_interp, np_linspace, np_round,
     sigma_to_t,
@@ -35,6 +33,7 @@ use super::{
     BetaSchedule, DiffusionScheduler, Latents, SchedulerConfig, SchedulerError, check_index,
     check_steps,
 };
+use super::{FinalSigmas, PredictionType, TimestepSpacing};
 
 const CLASS: &str = "DPMSolverMultistepScheduler";
 

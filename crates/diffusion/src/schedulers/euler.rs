@@ -13,9 +13,7 @@
 //! to fractional timesteps by log-σ interpolation. A final σ (0, or σ of level 0) is appended.
 //! Deterministic: no noise is drawn (diffusers' `s_churn` is 0 in the pipelines).
 
-use super::config::{
-    ALL_PREDICTIONS, FinalSigmas, PredictionType, TimestepSpacing, choice, refuse_flag,
-};
+use super::config::{ALL_PREDICTIONS, choice, refuse_flag};
 use super::noise_schedule::{
     NoiseSchedule, descending_timesteps, karras_sigmas, log_table, np_interp, sigma_to_t,
 };
@@ -23,6 +21,7 @@ use super::{
     BetaSchedule, DiffusionScheduler, Latents, SchedulerConfig, SchedulerError, check_index,
     check_steps,
 };
+use super::{FinalSigmas, PredictionType, TimestepSpacing};
 
 const CLASS: &str = "EulerDiscreteScheduler";
 

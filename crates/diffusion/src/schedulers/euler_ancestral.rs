@@ -14,13 +14,14 @@
 //! Noise: exactly one draw per step, every step — including the last, where σ_up = 0 — because
 //! diffusers draws unconditionally.
 
-use super::config::{EPS_V_PREDICTIONS, PredictionType, TimestepSpacing};
+use super::config::EPS_V_PREDICTIONS;
 use super::euler::{euler_pred_original, init_noise_sigma, sqrt_sigma2_plus_1};
 use super::noise_schedule::{NoiseSchedule, descending_timesteps, np_interp};
 use super::{
     BetaSchedule, DiffusionScheduler, Latents, SchedulerConfig, SchedulerError, check_index,
     check_steps,
 };
+use super::{PredictionType, TimestepSpacing};
 
 const CLASS: &str = "EulerAncestralDiscreteScheduler";
 

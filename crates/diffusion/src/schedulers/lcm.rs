@@ -16,7 +16,8 @@
 //!
 //! Noise: one draw per step, except at the last step of the schedule (index n − 1).
 
-use super::config::{ALL_PREDICTIONS, PredictionType, refuse_flag};
+use super::PredictionType;
+use super::config::{ALL_PREDICTIONS, refuse_flag};
 use super::ddim::add_noise_at;
 use super::noise_schedule::{NoiseSchedule, np_linspace};
 use super::{

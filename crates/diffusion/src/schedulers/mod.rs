@@ -78,7 +78,7 @@ mod scheduler;
 #[cfg(test)]
 mod tests;
 
-pub use config::{BetaSchedule, FinalSigmas, PredictionType, SchedulerConfig, TimestepSpacing};
+pub use config::SchedulerConfig;
 pub use ddim::Ddim;
 pub use dpm_solver::DpmSolverMultistep;
 pub use euler::EulerDiscrete;
@@ -212,6 +212,48 @@ pub struct StrengthSchedule {
     /// `strength == 1.0`: start from pure noise × `init_noise_sigma` instead of `add_noise`
     /// (inpaint pipelines; the img2img pipelines always call `add_noise`).
     pub is_strength_max: bool,
+}
+
+/// How β grows over the training timesteps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BetaSchedule {
+    /// β linear from `beta_start` to `beta_end`.
+    Linear,
+    /// √β linear, as in Stable Diffusion (0.00085 → 0.012).
+    ScaledLinear,
+    /// The cosine schedule of Nichol & Dhariwal, β capped at 0.999.
+    SquaredCosCapV2,
+}
+
+/// What the model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictionType {
+    /// The noise ε (SD 1.x, SDXL).
+    Epsilon,
+    /// The velocity v = √ᾱ ε − √(1−ᾱ) x₀ (SD 2.x 768).
+    VPrediction,
+    /// The clean sample x₀.
+    Sample,
+}
+
+/// How the inference timesteps are picked among the training ones (Lin et al. 2023, table 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestepSpacing {
+    /// Evenly spaced from T−1 down to 0, endpoints included.
+    Linspace,
+    /// Multiples of ⌊T/n⌋ from 0, plus `steps_offset` (SD's "leading" spacing).
+    Leading,
+    /// Evenly spaced back from T−1, so the first step is always the noisiest level.
+    Trailing,
+}
+
+/// The σ appended after the last step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalSigmas {
+    /// σ = 0: the last step lands on the clean sample.
+    Zero,
+    /// σ = σ of training level 0.
+    SigmaMin,
 }
 
 /// The operations the img2img and inpaint pipelines need, with diffusers' semantics.

@@ -19,8 +19,8 @@
 //!   own formulas, including `np.arange`'s occasional extra element (e.g. 62 "trailing" timesteps
 //!   for 61 steps, as diffusers really produces).
 
+use super::BetaSchedule;
 use super::SchedulerError;
-use super::config::BetaSchedule;
 
 /// How the training betas are defined: the resolved beta-related fields of a scheduler config.
 #[derive(Debug, Clone, PartialEq)]
@@ -312,13 +312,13 @@ pub(crate) fn log_table(sigmas: &[f32]) -> Vec<f32> {
 /// - leading: `i · ⌊T/n⌋` for i = n−1‥0, plus `steps_offset`;
 /// - trailing: `round(arange(T, 0, −T/n)) − 1`.
 pub(crate) fn descending_timesteps(
-    spacing: super::config::TimestepSpacing,
+    spacing: super::TimestepSpacing,
     num_train_timesteps: usize,
     n: usize,
     steps_offset: usize,
     round_linspace: bool,
 ) -> Vec<f64> {
-    use super::config::TimestepSpacing;
+    use super::TimestepSpacing;
     let t = num_train_timesteps;
     match spacing {
         TimestepSpacing::Linspace => np_linspace(0.0, (t - 1) as f64, n, true)

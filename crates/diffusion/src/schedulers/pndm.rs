@@ -19,13 +19,14 @@
 //! generation. Like diffusers, the counter — not the step index — decides which formula runs,
 //! so an img2img run that starts mid-schedule begins with the first-step formulas.
 
-use super::config::{EPS_V_PREDICTIONS, PredictionType, TimestepSpacing};
+use super::config::EPS_V_PREDICTIONS;
 use super::ddim::{add_noise_at, checked_timesteps};
 use super::noise_schedule::{NoiseSchedule, np_arange, np_linspace, np_round};
 use super::{
     BetaSchedule, DiffusionScheduler, Latents, SchedulerConfig, SchedulerError, check_index,
     check_steps,
 };
+use super::{PredictionType, TimestepSpacing};
 
 const CLASS: &str = "PNDMScheduler";
 
