@@ -162,7 +162,11 @@ async fn route(state: &AppState, req: Request<Body>) -> Result<Response, RouteEr
     };
 
     if segs == ["api", "fal", "proxy"] {
-        return Ok(proxy::handle(state, req).await);
+        return Ok(match proxy::handle(state, req).await {
+            proxy::Proxied::Answer(res) => res,
+            // A target served here goes through the same routes as a direct request.
+            proxy::Proxied::Local(req) => Box::pin(dispatch(state.clone(), req)).await,
+        });
     }
     let storage = &state.storage;
     match (&method, segs.as_slice()) {

@@ -96,11 +96,20 @@ fn local_path(state: &AppState, target: &Target) -> Option<String> {
     }
 }
 
+/// What the proxy made of a request.
+pub enum Proxied {
+    /// Its answer: a refusal, or fal's answer forwarded.
+    Answer(Response),
+    /// A target this server serves itself, rewritten to its local path and marked with who the
+    /// proxy let in ([`Authenticated`]): the router routes it as any other request.
+    Local(Request<Body>),
+}
+
 /// Handles one proxied request.
-pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
+pub async fn handle(state: &AppState, req: Request<Body>) -> Proxied {
     let target = match target::check(header_str(req.headers(), headers::TARGET_URL)) {
         Ok(t) => t,
-        Err(r) => return invalid(&r),
+        Err(r) => return Proxied::Answer(invalid(&r)),
     };
     let client_auth = header_str(req.headers(), header::AUTHORIZATION.as_str()).map(str::to_owned);
     // The proxy's tokens and the server's API keys both let a caller through; with either
@@ -116,30 +125,26 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
         {
             Some(t) => owner = Some(owner_of(t)),
             None => {
-                return unauthorized(
+                return Proxied::Answer(unauthorized(
                     "this proxy requires Authorization: Key <token> with a token it was given",
-                );
+                ));
             }
         }
     } else if target.service == Service::Rest && target.url.path() == "/tokens/" {
         // A realtime token is minted with FAL_KEY: an open proxy would hand one to anyone.
-        return unauthorized(
+        return Proxied::Answer(unauthorized(
             "this proxy mints no fal tokens while it is open: give it --proxy-tokens or --api-keys",
-        );
+        ));
     }
 
     if let Some(path) = local_path(state, &target) {
         let (mut parts, body) = req.into_parts();
         match path.parse() {
             Ok(uri) => parts.uri = uri,
-            Err(_) => return invalid(&Refusal::NotAUrl),
+            Err(_) => return Proxied::Answer(invalid(&Refusal::NotAUrl)),
         }
         parts.extensions.insert(Authenticated(owner));
-        return Box::pin(crate::router::dispatch(
-            state.clone(),
-            Request::from_parts(parts, body),
-        ))
-        .await;
+        return Proxied::Local(Request::from_parts(parts, body));
     }
 
     // With tokens configured the caller's Authorization was ours; fal gets FAL_KEY.
@@ -147,12 +152,12 @@ pub async fn handle(state: &AppState, req: Request<Body>) -> Response {
         (true, Some(auth), _) => auth,
         (_, _, Some(key)) => format!("Key {key}"),
         _ => {
-            return unauthorized(
+            return Proxied::Answer(unauthorized(
                 "no FAL_KEY is configured on this server and the request carries no Authorization of its own",
-            );
+            ));
         }
     };
-    forward(state, target, req, upstream_auth).await
+    Proxied::Answer(forward(state, target, req, upstream_auth).await)
 }
 
 async fn forward(state: &AppState, target: Target, req: Request<Body>, auth: String) -> Response {
