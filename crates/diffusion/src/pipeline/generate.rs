@@ -29,7 +29,7 @@ use super::text::Conditioning;
 use super::{Pipeline, PipelineError};
 use crate::models::unet::AddedConditions;
 use crate::rng::TorchGenerator;
-use crate::schedulers::{DiffusionScheduler, Latents, Scheduler, SchedulerError};
+use crate::schedulers::{DiffusionScheduler, Latents, Scheduler, SchedulerError, StrengthSchedule};
 
 /// What to generate from.
 pub enum Task<'a> {
@@ -114,6 +114,20 @@ pub struct Generated {
     pub seed: u64,
     pub width: u32,
     pub height: u32,
+}
+
+/// What [`Pipeline::prepare_latents`] hands the denoising loop.
+struct Prepared {
+    /// The latents the loop starts from.
+    latents: Tensor<4>,
+    /// The clean image's latents: 4-channel inpainting puts them back outside the mask.
+    image_latents: Option<Tensor<4>>,
+    /// The noise the latents were made with (4-channel inpainting noises the image with it).
+    noise: Tensor<4>,
+    /// Inpainting: the mask at the latent size and the masked image's latents.
+    mask_inputs: Option<(Tensor<4>, Tensor<4>)>,
+    /// Inpainting: the pixel mask, for compositing the output over the input.
+    composite_mask: Option<Vec<f32>>,
 }
 
 fn sched_err(e: SchedulerError) -> PipelineError {
@@ -226,6 +240,12 @@ impl Pipeline {
     /// Runs a generation. `on_step` is called after every denoising step with the latents as
     /// they are then (`[num_images, 4, h/f, w/f]`, what diffusers' `callback_on_step_end` sees);
     /// returning `false` cancels (the result is then [`PipelineError::Cancelled`]).
+    ///
+    /// The steps are diffusers' (`StableDiffusion[XL]{Img2Img,Inpaint}Pipeline.__call__`), in its
+    /// order, so that the random draws and the images are the same: the prompts encoded, the
+    /// timesteps for the strength ([`Pipeline::prepare_timesteps`]), the latents, noise and masks
+    /// ([`Pipeline::prepare_latents`]), the denoising loop ([`Pipeline::denoise`]), and the latents
+    /// decoded to images ([`Pipeline::decode_latents`]), composited over the input if asked.
     pub async fn generate(
         &self,
         task: Task<'_>,
@@ -238,10 +258,7 @@ impl Pipeline {
         };
         let inpaint = mask.is_some();
         self.check_request(req, inpaint)?;
-        let device = &self.device;
         let (width, height) = self.size(req, image, inpaint)?;
-        let f = self.vae_scale_factor();
-        let (lw, lh) = ((width / f) as usize, (height / f) as usize);
         let n = req.num_images;
         let cfg = req.guidance_scale > 1.0;
 
@@ -250,7 +267,54 @@ impl Pipeline {
         let context = batch_context(&cond, uncond.as_ref(), n);
         let added = self.added_conditions(&cond, uncond.as_ref(), n, width, height, req)?;
 
-        // Schedule.
+        let (mut scheduler, strength) = self.prepare_timesteps(req, inpaint)?;
+        // Every random draw from here on comes from this generator, in diffusers' order.
+        let mut rng = TorchGenerator::new(req.seed);
+        let prepared = self.prepare_latents(
+            image,
+            mask,
+            req,
+            (width, height),
+            &scheduler,
+            &strength,
+            &mut rng,
+        )?;
+        let composite_mask = prepared.composite_mask.clone();
+        let latents = self
+            .denoise(
+                &mut scheduler,
+                strength.begin_index,
+                prepared,
+                &context,
+                added.as_ref(),
+                req,
+                &mut rng,
+                on_step,
+            )
+            .await?;
+        let mut images = self.decode_latents(latents, n, width, height).await?;
+        if let (true, Some(m)) = (req.mask_options.composite, &composite_mask) {
+            let m = blur_mask(m, width, height, req.mask_options.blur);
+            let original = resize_rgb(to_rgb(image), width, height);
+            for img in &mut images {
+                *img = composite(&original, img, &m);
+            }
+        }
+        Ok(Generated {
+            images,
+            seed: req.seed,
+            width,
+            height,
+        })
+    }
+
+    /// The scheduler for the request (its name or the model's, its prediction type and η), its
+    /// timesteps, and where the strength makes the denoising begin (diffusers' `get_timesteps`).
+    fn prepare_timesteps(
+        &self,
+        req: &Request,
+        inpaint: bool,
+    ) -> Result<(Scheduler<Tensor<4>>, StrengthSchedule), PipelineError> {
         let mut config = self.scheduler_config.clone();
         if let Some(p) = &req.prediction_type {
             config.prediction_type = Some(p.clone());
@@ -272,16 +336,33 @@ impl Pipeline {
         let strength = scheduler
             .strength_schedule(req.strength.unwrap_or(default_strength))
             .map_err(sched_err)?;
-        let timesteps = scheduler.timesteps().to_vec();
-        let begin = strength.begin_index;
+        Ok((scheduler, strength))
+    }
 
-        // Inputs and the random draws, in diffusers' order.
-        let mut rng = TorchGenerator::new(req.seed);
-        let mut composite_mask: Option<Vec<f32>> = None;
+    /// The starting latents and what the denoising loop needs besides (diffusers'
+    /// `prepare_latents`, `prepare_mask_latents`): the image encoded and noised to the first
+    /// step's level (or pure noise at full strength), and for inpainting the mask at the latent
+    /// size and the masked image's latents. The VAE's draws and the noise come from `rng` in
+    /// diffusers' order.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_latents(
+        &self,
+        image: &DynamicImage,
+        mask: Option<&DynamicImage>,
+        req: &Request,
+        (width, height): (u32, u32),
+        scheduler: &Scheduler<Tensor<4>>,
+        strength: &StrengthSchedule,
+        rng: &mut TorchGenerator,
+    ) -> Result<Prepared, PipelineError> {
+        let device = &self.device;
+        let f = self.vae_scale_factor();
+        let n = req.num_images;
+        let shape = [n, 4, (height / f) as usize, (width / f) as usize];
+        let begin = strength.begin_index;
         let init = image_tensor(image, width, height, device);
         let nine = self.unet.plan.in_channels == 9;
-        let shape = [n, 4, lh, lw];
-        let (mut latents, image_latents, noise, mask_inputs) = match mask {
+        Ok(match mask {
             Some(mask) => {
                 let mut m = binary_mask(mask, width, height);
                 let mut cells = None;
@@ -290,34 +371,74 @@ impl Pipeline {
                     m = full;
                     cells = Some(c);
                 }
-                composite_mask = Some(m.clone());
                 let keep: Vec<f32> = m.iter().map(|&v| if v < 0.5 { 1.0 } else { 0.0 }).collect();
                 let masked = init.clone() * mask_tensor(&keep, width, height, device);
                 let needs_image_latents = !nine || !strength.is_strength_max;
-                let image_latents = needs_image_latents
-                    .then(|| repeat_batch(self.encode_sample(init, &mut rng), n));
-                let noise = randn(&mut rng, shape, device);
+                let image_latents =
+                    needs_image_latents.then(|| repeat_batch(self.encode_sample(init, rng), n));
+                let noise = randn(rng, shape, device);
                 let latents = match &image_latents {
                     Some(s) if !strength.is_strength_max => {
                         scheduler.add_noise(s, &noise, begin).map_err(sched_err)?
                     }
                     _ => noise.clone().mul_scalar(scheduler.init_noise_sigma()),
                 };
-                let masked_latents = repeat_batch(self.encode_sample(masked, &mut rng), n);
+                let masked_latents = repeat_batch(self.encode_sample(masked, rng), n);
                 let lmask = match cells {
                     Some(c) => mask_tensor(&c, width / f, height / f, device),
                     None => latent_mask(&m, width, height, f, device),
                 };
-                let lmask = repeat_batch(lmask, n);
-                (latents, image_latents, noise, Some((lmask, masked_latents)))
+                Prepared {
+                    latents,
+                    image_latents,
+                    noise,
+                    mask_inputs: Some((repeat_batch(lmask, n), masked_latents)),
+                    composite_mask: Some(m),
+                }
             }
             None => {
-                let s = repeat_batch(self.encode_sample(init, &mut rng), n);
-                let noise = randn(&mut rng, shape, device);
-                let latents = scheduler.add_noise(&s, &noise, begin).map_err(sched_err)?;
-                (latents, Some(s), noise, None)
+                let s = repeat_batch(self.encode_sample(init, rng), n);
+                let noise = randn(rng, shape, device);
+                Prepared {
+                    latents: scheduler.add_noise(&s, &noise, begin).map_err(sched_err)?,
+                    image_latents: Some(s),
+                    noise,
+                    mask_inputs: None,
+                    composite_mask: None,
+                }
             }
-        };
+        })
+    }
+
+    /// The denoising loop from `begin`: the UNet on the latents (doubled for classifier-free
+    /// guidance, with the mask and masked image's latents for a 9-channel UNet), guidance, the
+    /// scheduler's step, and for a 4-channel UNet inpainting the known region put back at the
+    /// next step's noise level. `on_step` after each step; `false` cancels.
+    #[allow(clippy::too_many_arguments)]
+    async fn denoise(
+        &self,
+        scheduler: &mut Scheduler<Tensor<4>>,
+        begin: usize,
+        prepared: Prepared,
+        context: &Tensor<3>,
+        added: Option<&AddedConditions>,
+        req: &Request,
+        rng: &mut TorchGenerator,
+        on_step: &mut dyn FnMut(StepProgress, &Tensor<4>) -> bool,
+    ) -> Result<Tensor<4>, PipelineError> {
+        let device = &self.device;
+        let n = req.num_images;
+        let cfg = req.guidance_scale > 1.0;
+        let nine = self.unet.plan.in_channels == 9;
+        let Prepared {
+            mut latents,
+            image_latents,
+            noise,
+            mask_inputs,
+            ..
+        } = prepared;
+        let shape = latents.dims();
+        let timesteps = scheduler.timesteps().to_vec();
         // The UNet's extra channels (9-channel inpainting), doubled for guidance.
         let extra = match (&mask_inputs, nine) {
             (Some((m, ml)), true) => {
@@ -331,7 +452,6 @@ impl Pipeline {
             _ => None,
         };
 
-        // Denoising.
         let total = timesteps.len() - begin;
         for (k, i) in (begin..timesteps.len()).enumerate() {
             let t = timesteps[i];
@@ -347,7 +467,7 @@ impl Pipeline {
             };
             let out = self
                 .unet
-                .forward(input, &[t], &context, added.as_ref())?
+                .forward(input, &[t], context, added)?
                 .cast(FloatDType::F32);
             let noise_pred = if cfg {
                 let u = out.clone().narrow(0, 0, n);
@@ -356,7 +476,7 @@ impl Pipeline {
             } else {
                 out
             };
-            let mut draw = || randn(&mut rng, shape, device);
+            let mut draw = || randn(rng, shape, device);
             latents = scheduler
                 .step(&noise_pred, i, &latents, &mut draw)
                 .map_err(sched_err)?;
@@ -379,8 +499,17 @@ impl Pipeline {
                 return Err(PipelineError::Cancelled);
             }
         }
+        Ok(latents)
+    }
 
-        // Decode.
+    /// The latents through the VAE's decoder, read back as `n` images of `width`×`height`.
+    async fn decode_latents(
+        &self,
+        latents: Tensor<4>,
+        n: usize,
+        width: u32,
+        height: u32,
+    ) -> Result<Vec<RgbImage>, PipelineError> {
         let decoded = self
             .vae
             .decode(latents.div_scalar(self.vae.config.scaling_factor as f32))
@@ -391,20 +520,7 @@ impl Pipeline {
         let values: Vec<f32> = data
             .try_to_vec::<f32>()
             .map_err(|e| PipelineError::Internal(format!("reading the image back: {e:?}")))?;
-        let mut images = to_images(&values, n, width, height);
-        if let (true, Some(m)) = (req.mask_options.composite, &composite_mask) {
-            let m = blur_mask(m, width, height, req.mask_options.blur);
-            let original = resize_rgb(to_rgb(image), width, height);
-            for img in &mut images {
-                *img = composite(&original, img, &m);
-            }
-        }
-        Ok(Generated {
-            images,
-            seed: req.seed,
-            width,
-            height,
-        })
+        Ok(to_images(&values, n, width, height))
     }
 
     /// The prompt's and (with guidance) the negative prompt's conditioning.

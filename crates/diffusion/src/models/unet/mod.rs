@@ -2,89 +2,29 @@
 //! `CrossAttnDownBlock2D`, the `UNetMidBlock2DCrossAttn`, `UpBlock2D` / `CrossAttnUpBlock2D`,
 //! 4 or 9 input channels, and SDXL's `text_time` added conditioning.
 
+mod blocks;
 pub mod config;
+mod embeddings;
 
-use burn::tensor::{Device, Tensor, TensorData, activation};
+use burn::tensor::{Tensor, activation};
 
+use blocks::{DownBlock, MidBlock, ResnetSpec, UpBlock};
 pub use config::{BlockKind, UNetConfig, UNetPlan};
+pub use embeddings::timestep_embedding;
+use embeddings::{TimestepEmbedding, host_tensor};
 
-use super::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
-use super::transformer::{Transformer2D, TransformerSpec};
-use crate::nn::{Conv2d, GroupNorm, Linear};
+use super::transformer::TransformerSpec;
+use crate::nn::{Conv2d, GroupNorm};
 use crate::weights::{WeightsError, store::Weights};
-
-/// diffusers' `get_timestep_embedding` (max period 10000, scale 1), computed on the host in f32
-/// exactly as torch does it, with sin and cos rounded from f64: `[n, dim]` row-major.
-pub fn timestep_embedding(
-    timesteps: &[f32],
-    dim: usize,
-    flip_sin_to_cos: bool,
-    freq_shift: f64,
-) -> Vec<f32> {
-    let half = dim / 2;
-    let freqs: Vec<f32> = (0..half)
-        .map(|i| {
-            let exponent = (-(10000f64.ln()) as f32) * i as f32;
-            (exponent / (half as f32 - freq_shift as f32)).exp()
-        })
-        .collect();
-    let mut out = Vec::with_capacity(timesteps.len() * dim);
-    for &t in timesteps {
-        let args: Vec<f32> = freqs.iter().map(|f| t * f).collect();
-        let sin = args.iter().map(|a| (*a as f64).sin() as f32);
-        let cos = args.iter().map(|a| (*a as f64).cos() as f32);
-        let row: Vec<f32> = if flip_sin_to_cos {
-            cos.chain(sin).collect()
-        } else {
-            sin.chain(cos).collect()
-        };
-        out.extend(row);
-        out.extend(std::iter::repeat_n(0.0, dim - 2 * half));
-    }
-    out
-}
-
-/// `TimestepEmbedding`: linear, SiLU, linear.
-struct TimestepEmbedding {
-    linear_1: Linear,
-    linear_2: Linear,
-}
-
-impl TimestepEmbedding {
-    fn load(w: &mut Weights, p: &str, d_in: usize, d_out: usize) -> Result<Self, WeightsError> {
-        Ok(TimestepEmbedding {
-            linear_1: Linear::load(w, &format!("{p}.linear_1"), d_in, d_out, true)?,
-            linear_2: Linear::load(w, &format!("{p}.linear_2"), d_out, d_out, true)?,
-        })
-    }
-
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2
-            .forward(activation::silu(self.linear_1.forward(x)))
-    }
-}
-
-/// A down or up block: resnets, each followed by a transformer in the cross-attention kinds.
-struct Block {
-    resnets: Vec<ResnetBlock2D>,
-    attentions: Vec<Transformer2D>,
-    downsample: Option<Downsample2D>,
-    upsample: Option<Upsample2D>,
-}
-
-struct MidBlock {
-    first: ResnetBlock2D,
-    rest: Vec<(Transformer2D, ResnetBlock2D)>,
-}
 
 pub struct UNet2DConditionModel {
     pub plan: UNetPlan,
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
     add_embedding: Option<TimestepEmbedding>,
-    down: Vec<Block>,
+    down: Vec<DownBlock>,
     mid: MidBlock,
-    up: Vec<Block>,
+    up: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
 }
@@ -121,52 +61,35 @@ impl UNet2DConditionModel {
             upcast_attention: upcast,
         };
 
+        let resnet = ResnetSpec {
+            temb,
+            groups: g,
+            eps,
+        };
+
         let mut down = Vec::with_capacity(n);
         let mut c_out = c0;
         for i in 0..n {
             let c_in = c_out;
             c_out = plan.channels[i];
-            let p = format!("down_blocks.{i}");
-            let mut block = Block {
-                resnets: Vec::new(),
-                attentions: Vec::new(),
-                downsample: None,
-                upsample: None,
-            };
-            for j in 0..plan.layers_per_block[i] {
-                let from = if j == 0 { c_in } else { c_out };
-                block.resnets.push(ResnetBlock2D::load(
-                    w,
-                    &format!("{p}.resnets.{j}"),
-                    from,
+            let attention = (plan.down[i] == BlockKind::CrossAttn).then(|| {
+                spec(
                     c_out,
-                    Some(temb),
-                    g,
-                    eps,
-                )?);
-                if plan.down[i] == BlockKind::CrossAttn {
-                    let s = spec(
-                        c_out,
-                        plan.heads[i],
-                        plan.transformer_layers[i],
-                        plan.cross_attention_dim[i],
-                    );
-                    block.attentions.push(Transformer2D::load(
-                        w,
-                        &format!("{p}.attentions.{j}"),
-                        s,
-                    )?);
-                }
-            }
-            if i + 1 < n {
-                block.downsample = Some(Downsample2D::load(
-                    w,
-                    &format!("{p}.downsamplers.0"),
-                    c_out,
-                    plan.downsample_padding,
-                )?);
-            }
-            down.push(block);
+                    plan.heads[i],
+                    plan.transformer_layers[i],
+                    plan.cross_attention_dim[i],
+                )
+            });
+            down.push(DownBlock::load(
+                w,
+                &format!("down_blocks.{i}"),
+                c_in,
+                c_out,
+                plan.layers_per_block[i],
+                resnet,
+                attention,
+                (i + 1 < n).then_some(plan.downsample_padding),
+            )?);
         }
 
         let c_mid = plan.channels[n - 1];
@@ -176,13 +99,7 @@ impl UNet2DConditionModel {
             plan.transformer_layers[n - 1],
             plan.cross_attention_dim[n - 1],
         );
-        let mid = MidBlock {
-            first: ResnetBlock2D::load(w, "mid_block.resnets.0", c_mid, c_mid, Some(temb), g, eps)?,
-            rest: vec![(
-                Transformer2D::load(w, "mid_block.attentions.0", mid_spec)?,
-                ResnetBlock2D::load(w, "mid_block.resnets.1", c_mid, c_mid, Some(temb), g, eps)?,
-            )],
-        };
+        let mid = MidBlock::load(w, c_mid, resnet, mid_spec)?;
 
         let rev: Vec<usize> = plan.channels.iter().rev().copied().collect();
         let rev_heads: Vec<usize> = plan.heads.iter().rev().copied().collect();
@@ -193,45 +110,25 @@ impl UNet2DConditionModel {
         for i in 0..n {
             let prev = c_out;
             c_out = rev[i];
-            let c_in = rev[(i + 1).min(n - 1)];
-            let p = format!("up_blocks.{i}");
-            let layers = rev_layers[i] + 1;
-            let mut block = Block {
-                resnets: Vec::new(),
-                attentions: Vec::new(),
-                downsample: None,
-                upsample: None,
-            };
-            for j in 0..layers {
-                let skip = if j == layers - 1 { c_in } else { c_out };
-                let from = if j == 0 { prev } else { c_out };
-                block.resnets.push(ResnetBlock2D::load(
-                    w,
-                    &format!("{p}.resnets.{j}"),
-                    from + skip,
+            let attention = (plan.up[i] == BlockKind::CrossAttn).then(|| {
+                spec(
                     c_out,
-                    Some(temb),
-                    g,
-                    eps,
-                )?);
-                if plan.up[i] == BlockKind::CrossAttn {
-                    let s = spec(
-                        c_out,
-                        rev_heads[i],
-                        plan.reverse_transformer_layers[i],
-                        rev_cross[i],
-                    );
-                    block.attentions.push(Transformer2D::load(
-                        w,
-                        &format!("{p}.attentions.{j}"),
-                        s,
-                    )?);
-                }
-            }
-            if i + 1 < n {
-                block.upsample = Some(Upsample2D::load(w, &format!("{p}.upsamplers.0"), c_out)?);
-            }
-            up.push(block);
+                    rev_heads[i],
+                    plan.reverse_transformer_layers[i],
+                    rev_cross[i],
+                )
+            });
+            up.push(UpBlock::load(
+                w,
+                &format!("up_blocks.{i}"),
+                prev,
+                c_out,
+                rev[(i + 1).min(n - 1)],
+                rev_layers[i] + 1,
+                resnet,
+                attention,
+                i + 1 < n,
+            )?);
         }
 
         let conv_norm_out = GroupNorm::load(w, "conv_norm_out", g, c0, eps)?;
@@ -325,64 +222,13 @@ impl UNet2DConditionModel {
         let mut h = self.conv_in.forward(sample);
         let mut skips = vec![h.clone()];
         for block in &self.down {
-            for (j, resnet) in block.resnets.iter().enumerate() {
-                h = resnet.forward(h, Some(&temb));
-                if let Some(attn) = block.attentions.get(j) {
-                    h = attn.forward(h, encoder_hidden_states);
-                }
-                skips.push(h.clone());
-            }
-            if let Some(down) = &block.downsample {
-                h = down.forward(h);
-                skips.push(h.clone());
-            }
+            h = block.forward(h, &temb, encoder_hidden_states, &mut skips);
         }
-        h = self.mid.first.forward(h, Some(&temb));
-        for (attn, resnet) in &self.mid.rest {
-            h = resnet.forward(attn.forward(h, encoder_hidden_states), Some(&temb));
-        }
+        h = self.mid.forward(h, &temb, encoder_hidden_states);
         for block in &self.up {
-            for (j, resnet) in block.resnets.iter().enumerate() {
-                let skip = skips.pop().ok_or_else(|| {
-                    WeightsError::Config("the UNet ran out of skip connections".into())
-                })?;
-                h = resnet.forward(Tensor::cat(vec![h, skip], 1), Some(&temb));
-                if let Some(attn) = block.attentions.get(j) {
-                    h = attn.forward(h, encoder_hidden_states);
-                }
-            }
-            if let Some(upsample) = &block.upsample {
-                // To the size of the skip it meets next (odd sizes on the way down round up here).
-                let [_, _, sh, sw] = skips.last().map(|s| s.dims()).unwrap_or_else(|| {
-                    let [b, c, hh, ww] = h.dims();
-                    [b, c, hh * 2, ww * 2]
-                });
-                h = upsample.forward(h, [sh, sw]);
-            }
+            h = block.forward(h, &temb, encoder_hidden_states, &mut skips)?;
         }
         let h = self.conv_norm_out.forward_silu(h);
         Ok(self.conv_out.forward(h))
-    }
-}
-
-fn host_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
-    Tensor::<D>::from_data(TensorData::new(values, shape), device)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestep_embeddings_match_diffusers_formula() {
-        // dim 4, flip: [cos(t), cos(t·1e-4^(1/2)), sin(t), sin(t·1e-2)] for half=2, shift 0.
-        let e = timestep_embedding(&[1.0], 4, true, 0.0);
-        let f1 = ((-(10000f64.ln()) as f32) / 2.0).exp();
-        assert!((e[0] - 1f32.cos()).abs() < 1e-7);
-        assert!((e[1] - f1.cos()).abs() < 1e-7);
-        assert!((e[2] - 1f32.sin()).abs() < 1e-7);
-        let unflipped = timestep_embedding(&[1.0], 4, false, 0.0);
-        assert_eq!(unflipped[0], e[2]);
-        assert_eq!(timestep_embedding(&[3.0, 5.0], 5, true, 1.0).len(), 10);
     }
 }
