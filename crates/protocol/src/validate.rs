@@ -11,6 +11,8 @@ use crate::error::{ValidationErrorBody, ValidationErrorItem};
 pub struct Validator<'a> {
     body: Option<&'a Map<String, Value>>,
     errors: Vec<ValidationErrorItem>,
+    /// Whether file URLs may be `blob:` URLs (a call run in the page's own browser).
+    blob_urls: bool,
 }
 
 impl<'a> Validator<'a> {
@@ -19,9 +21,11 @@ impl<'a> Validator<'a> {
             Value::Object(map) => Validator {
                 body: Some(map),
                 errors: Vec::new(),
+                blob_urls: false,
             },
             _ => Validator {
                 body: None,
+                blob_urls: false,
                 errors: vec![ValidationErrorItem::new(
                     vec!["body".into()],
                     "value is not a valid dict",
@@ -29,6 +33,13 @@ impl<'a> Validator<'a> {
                 )],
             },
         }
+    }
+
+    /// Also takes `blob:` URLs as file URLs: for a call that runs in the browser whose page made
+    /// them (the local engine), never for one a server fetches.
+    pub fn with_blob_urls(mut self, allowed: bool) -> Self {
+        self.blob_urls = allowed;
+        self
     }
 
     /// The raw value of a field (`None` when absent).
@@ -96,17 +107,23 @@ impl<'a> Validator<'a> {
         Some(s)
     }
 
-    /// A URL field: an `http(s)://` URL or a `data:` URI.
+    /// A URL field: an `http(s)://` URL or a `data:` URI (or a `blob:` URL, where allowed).
     pub fn file_url(&mut self, field: &str, required: bool) -> Option<String> {
         let s = self.string(field, required)?;
         let lower = s.trim_start().to_ascii_lowercase();
         let scheme_ok = lower.starts_with("data:")
-            || ((lower.starts_with("http://") || lower.starts_with("https://"))
+            || ((lower.starts_with("http://")
+                || lower.starts_with("https://")
+                || (self.blob_urls && lower.starts_with("blob:")))
                 && url::Url::parse(s.trim()).is_ok());
         if !scheme_ok {
             self.error(
                 field,
-                "invalid or missing URL scheme: expected an http(s) URL or a data: URI",
+                if self.blob_urls {
+                    "invalid or missing URL scheme: expected an http(s) URL, a data: URI or a blob: URL"
+                } else {
+                    "invalid or missing URL scheme: expected an http(s) URL or a data: URI"
+                },
                 "value_error.url.scheme",
             );
             return None;
@@ -352,6 +369,14 @@ mod tests {
         assert!(val.file_url("d", true).is_none());
         assert!(val.file_url("e", true).is_none());
         assert_eq!(val.finish().unwrap_err().detail.len(), 3);
+        // A page's blob: URL: only for a call run in that page's browser.
+        let v = json!({"a": "blob:https://app.test/6f1c2d1e-0000-4000-8000-000000000000"});
+        assert!(Validator::new(&v).file_url("a", true).is_none());
+        let mut local = Validator::new(&v).with_blob_urls(true);
+        assert!(local.file_url("a", true).is_some());
+        let v = json!({"a": "ftp://x/y"});
+        let mut local = Validator::new(&v).with_blob_urls(true);
+        assert!(local.file_url("a", true).is_none());
     }
 
     #[test]

@@ -60,13 +60,17 @@ async function pump() {
   const job = (running = waiting.shift());
   positions();
   post({ type: "started", id: job.id });
+  // Blobs and Files (passed to the worker without a copy) become `blob:` URLs of this worker,
+  // which the engine fetches as it fetches any input URL; revoked when the call is done.
+  const blobUrls = [];
   try {
     engine ??= await start();
-    // Blobs and Files become `data:` URIs, which fal's schemas accept as the remote API's
-    // uploaded URLs are accepted (a worker reads them synchronously).
-    const input = JSON.stringify(job.input, (_, value) =>
-      typeof Blob !== "undefined" && value instanceof Blob ? new FileReaderSync().readAsDataURL(value) : value,
-    );
+    const input = JSON.stringify(job.input, (_, value) => {
+      if (typeof Blob === "undefined" || !(value instanceof Blob)) return value;
+      const url = URL.createObjectURL(value);
+      blobUrls.push(url);
+      return url;
+    });
     let shown = { file: null, at: 0 };
     const { output, files } = await engine.run(job.endpointId, input, job.hubUrl, {
       log: (message) => post({ type: "log", id: job.id, message, level: "INFO", timestamp: new Date().toISOString() }),
@@ -94,6 +98,7 @@ async function pump() {
       engine = undefined;
     }
   } finally {
+    blobUrls.forEach((url) => URL.revokeObjectURL(url));
     cancelled.delete(job.id);
     running = null;
     pump();

@@ -19,7 +19,7 @@ export interface Image extends File {
   height?: number;
 }
 
-/** A file input: a URL (http(s) or `data:`), or a Blob/File the client uploads first. */
+/** A file input: a URL (http(s) or `data:`; in the local mode also the page's `blob:` URLs), or a Blob/File the client uploads first (the local mode reads it in place). */
 export type FileInput = string | Blob;
 
 /** `fal-ai/inpaint`: the input. Mask: black is kept, white is painted. */

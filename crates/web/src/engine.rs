@@ -212,6 +212,10 @@ impl Host for WorkerHost<'_> {
         MAX_INPUT_PIXELS
     }
 
+    fn takes_blob_urls(&self) -> bool {
+        true
+    }
+
     fn models(&self) -> &ModelSlot<Rc<Pipeline>> {
         &self.state.models
     }

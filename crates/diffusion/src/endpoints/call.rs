@@ -39,9 +39,16 @@ impl Call {
     /// Validates `input` for `endpoint_id` (fal's schema and its 422s, `crates/protocol`) and
     /// maps it onto a [`Request`]; a missing seed is drawn here.
     pub fn parse(endpoint_id: &str, input: &Value) -> Result<Call, Failure> {
+        Self::parse_with(endpoint_id, input, false)
+    }
+
+    /// [`Call::parse`], taking `blob:` URLs for the images when `blob_urls` (the browser's
+    /// engine, which `fetch`es the page's Blobs by their URLs).
+    pub fn parse_with(endpoint_id: &str, input: &Value, blob_urls: bool) -> Result<Call, Failure> {
         match endpoint_id {
             inpaint::ENDPOINT_ID => {
-                let input = InpaintInput::from_json(input).map_err(Failure::Invalid)?;
+                let input =
+                    InpaintInput::from_json_with(input, blob_urls).map_err(Failure::Invalid)?;
                 let mut request =
                     Request::new(input.prompt, input.seed.unwrap_or_else(random_seed));
                 // fal's schema default is "", which is encoded like any prompt.
@@ -60,7 +67,8 @@ impl Call {
             }
             lora::IMAGE_TO_IMAGE_ID | lora::INPAINT_ID => {
                 let inpainting = endpoint_id == lora::INPAINT_ID;
-                let input = LoraInput::from_json(input, inpainting).map_err(Failure::Invalid)?;
+                let input = LoraInput::from_json_with(input, inpainting, blob_urls)
+                    .map_err(Failure::Invalid)?;
                 let mut request =
                     Request::new(input.prompt, input.seed.unwrap_or_else(random_seed));
                 request.negative_prompt = Some(input.negative_prompt);

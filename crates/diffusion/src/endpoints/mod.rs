@@ -73,6 +73,12 @@ pub trait Host: MaybeSync {
     /// The most pixels an input image may have (checked from its header, before decoding).
     fn max_input_pixels(&self) -> u64;
 
+    /// Whether input images may be `blob:` URLs: only where the call runs in the browser that
+    /// made them.
+    fn takes_blob_urls(&self) -> bool {
+        false
+    }
+
     /// Where the loaded model is kept between calls.
     fn models(&self) -> &ModelSlot<Self::Model>;
 
@@ -176,7 +182,7 @@ pub async fn run_call<H: Host>(
     endpoint_id: &str,
     input: Value,
 ) -> Result<Value, Failure> {
-    let call = Call::parse(endpoint_id, &input)?;
+    let call = Call::parse_with(endpoint_id, &input, host.takes_blob_urls())?;
     drop(input);
     let err = |e: PipelineError| call.failure(e);
 

@@ -38,7 +38,13 @@ pub struct InpaintInput {
 impl InpaintInput {
     /// Validates a request body. Fields outside the schema are ignored, as fal does.
     pub fn from_json(input: &Value) -> Result<Self, ValidationErrorBody> {
-        let mut v = Validator::new(input);
+        Self::from_json_with(input, false)
+    }
+
+    /// [`InpaintInput::from_json`], taking `blob:` URLs for the images when `blob_urls` (a call
+    /// run in the browser that made them).
+    pub fn from_json_with(input: &Value, blob_urls: bool) -> Result<Self, ValidationErrorBody> {
+        let mut v = Validator::new(input).with_blob_urls(blob_urls);
         let model_name = v.non_empty_string("model_name", true);
         let prompt = v.string("prompt", true);
         let negative_prompt = v.string("negative_prompt", false).unwrap_or_default();

@@ -105,7 +105,17 @@ fn is_off(v: &Value) -> bool {
 impl LoraInput {
     /// Validates a request body for `endpoint` (one of the two ids).
     pub fn from_json(input: &Value, inpaint: bool) -> Result<Self, ValidationErrorBody> {
-        let mut v = Validator::new(input);
+        Self::from_json_with(input, inpaint, false)
+    }
+
+    /// [`LoraInput::from_json`], taking `blob:` URLs for the images when `blob_urls` (a call run
+    /// in the browser that made them).
+    pub fn from_json_with(
+        input: &Value,
+        inpaint: bool,
+        blob_urls: bool,
+    ) -> Result<Self, ValidationErrorBody> {
+        let mut v = Validator::new(input).with_blob_urls(blob_urls);
         let model_name = v.non_empty_string("model_name", true);
         let prompt = v.string("prompt", true);
         let negative_prompt = v.string("negative_prompt", false).unwrap_or_default();
