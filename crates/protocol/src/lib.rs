@@ -2,7 +2,10 @@
 //! (see `../shared/reference/fal-api.md`), and the schemas of the endpoints fresco serves.
 //!
 //! Pure: no I/O, builds for `wasm32-unknown-unknown` and natively. The server and the npm module
-//! both take their URLs, bodies and validation from here, so the wire format lives in one place.
+//! both take their URLs, bodies and validation from here, so the wire format lives in one place:
+//! endpoint ids (`endpoint`), URLs (`urls`), server-sent events (`sse`), the queue's and storage's
+//! bodies (`queue`, `storage`, `headers`), the schemas of the endpoints fresco serves and their 422s
+//! (`endpoints`, `validate`, `error`), and why a call failed, as fal answers it (`failure`).
 //! Without the default `std` feature only what the npm module's client links is built — endpoint
 //! ids, URLs, server-sent events — on `core` and `alloc`.
 

@@ -43,11 +43,12 @@ fn with_request_id(mut res: Response, id: &str) -> Response {
     res
 }
 
-fn not_found_app(app: &str) -> RouteError {
-    RouteError::new(
-        StatusCode::NOT_FOUND,
-        format!("Application '{app}' is not served here"),
-    )
+/// 404 for an app this server does not run, worded as every failure of the kind is.
+fn not_found_app(queue: &Queue, app: &str) -> RouteError {
+    let mut served: Vec<&str> = queue.registry().app_ids().collect();
+    served.sort_unstable();
+    let failure = fresco_protocol::failure::Failure::not_served(app, &served);
+    RouteError::from(http::json(StatusCode::NOT_FOUND, &failure.body()))
 }
 
 /// A request that does not exist (or is another key's).
@@ -179,7 +180,7 @@ async fn accept(
 ) -> Result<NewRequest, RouteError> {
     let app = endpoint.app_id();
     if !queue.registry().contains(&app) {
-        return Err(not_found_app(&app));
+        return Err(not_found_app(queue, &app));
     }
     let input = read_input(body, limit, hdrs).await?;
     submission(endpoint, input, query, hdrs, caller)
