@@ -116,7 +116,8 @@ pub struct Generated {
     pub height: u32,
 }
 
-/// What [`Pipeline::prepare_latents`] hands the denoising loop.
+/// What the denoising loop starts from ([`Pipeline::prepare_latents`],
+/// [`Pipeline::prepare_mask_latents`]).
 struct Prepared {
     /// The latents the loop starts from.
     latents: Tensor<4>,
@@ -126,8 +127,6 @@ struct Prepared {
     noise: Tensor<4>,
     /// Inpainting: the mask at the latent size and the masked image's latents.
     mask_inputs: Option<(Tensor<4>, Tensor<4>)>,
-    /// Inpainting: the pixel mask, for compositing the output over the input.
-    composite_mask: Option<Vec<f32>>,
 }
 
 fn sched_err(e: SchedulerError) -> PipelineError {
@@ -243,8 +242,9 @@ impl Pipeline {
     ///
     /// The steps are diffusers' (`StableDiffusion[XL]{Img2Img,Inpaint}Pipeline.__call__`), in its
     /// order, so that the random draws and the images are the same: the prompts encoded, the
-    /// timesteps for the strength ([`Pipeline::prepare_timesteps`]), the latents, noise and masks
-    /// ([`Pipeline::prepare_latents`]), the denoising loop ([`Pipeline::denoise`]), and the latents
+    /// timesteps for the strength ([`Pipeline::prepare_timesteps`]), the latents and noise
+    /// ([`Pipeline::prepare_latents`]), the masks ([`Pipeline::prepare_mask_latents`]), the
+    /// denoising loop ([`Pipeline::denoise`]), and the latents
     /// decoded to images ([`Pipeline::decode_latents`]), composited over the input if asked.
     pub async fn generate(
         &self,
@@ -270,16 +270,31 @@ impl Pipeline {
         let (mut scheduler, strength) = self.prepare_timesteps(req, inpaint)?;
         // Every random draw from here on comes from this generator, in diffusers' order.
         let mut rng = TorchGenerator::new(req.seed);
-        let prepared = self.prepare_latents(
-            image,
-            mask,
-            req,
-            (width, height),
+        let f = self.vae_scale_factor();
+        let shape = [n, 4, (height / f) as usize, (width / f) as usize];
+        let init = image_tensor(image, width, height, &self.device);
+        let (latents, image_latents, noise) = self.prepare_latents(
+            init.clone(),
+            inpaint,
+            shape,
             &scheduler,
             &strength,
             &mut rng,
         )?;
-        let composite_mask = prepared.composite_mask.clone();
+        let (mask_inputs, composite_mask) = match mask {
+            Some(mask) => {
+                let (inputs, m) =
+                    self.prepare_mask_latents(mask, init, req, (width, height), &mut rng);
+                (Some(inputs), Some(m))
+            }
+            None => (None, None),
+        };
+        let prepared = Prepared {
+            latents,
+            image_latents,
+            noise,
+            mask_inputs,
+        };
         let latents = self
             .denoise(
                 &mut scheduler,
@@ -339,75 +354,68 @@ impl Pipeline {
         Ok((scheduler, strength))
     }
 
-    /// The starting latents and what the denoising loop needs besides (diffusers'
-    /// `prepare_latents`, `prepare_mask_latents`): the image encoded and noised to the first
-    /// step's level (or pure noise at full strength), and for inpainting the mask at the latent
-    /// size and the masked image's latents. The VAE's draws and the noise come from `rng` in
-    /// diffusers' order.
+    /// The latents the denoising starts from (diffusers' `prepare_latents`): the image encoded
+    /// and noised to the first step's level — or, for inpainting at full strength, pure noise
+    /// scaled to the scheduler's first σ. Also the image's latents (4-channel inpainting puts
+    /// them back outside the mask) and the noise. The VAE's draw, then the noise, from `rng`.
     #[allow(clippy::too_many_arguments)]
     fn prepare_latents(
         &self,
-        image: &DynamicImage,
-        mask: Option<&DynamicImage>,
-        req: &Request,
-        (width, height): (u32, u32),
+        init: Tensor<4>,
+        inpaint: bool,
+        shape: [usize; 4],
         scheduler: &Scheduler<Tensor<4>>,
         strength: &StrengthSchedule,
         rng: &mut TorchGenerator,
-    ) -> Result<Prepared, PipelineError> {
-        let device = &self.device;
-        let f = self.vae_scale_factor();
-        let n = req.num_images;
-        let shape = [n, 4, (height / f) as usize, (width / f) as usize];
-        let begin = strength.begin_index;
-        let init = image_tensor(image, width, height, device);
+    ) -> Result<(Tensor<4>, Option<Tensor<4>>, Tensor<4>), PipelineError> {
+        let (device, n, begin) = (&self.device, shape[0], strength.begin_index);
+        if !inpaint {
+            let s = repeat_batch(self.encode_sample(init, rng), n);
+            let noise = randn(rng, shape, device);
+            let latents = scheduler.add_noise(&s, &noise, begin).map_err(sched_err)?;
+            return Ok((latents, Some(s), noise));
+        }
         let nine = self.unet.plan.in_channels == 9;
-        Ok(match mask {
-            Some(mask) => {
-                let mut m = binary_mask(mask, width, height);
-                let mut cells = None;
-                if req.mask_options.align {
-                    let (c, full) = aligned_mask(&m, width, height, f, req.mask_options.align_grow);
-                    m = full;
-                    cells = Some(c);
-                }
-                let keep: Vec<f32> = m.iter().map(|&v| if v < 0.5 { 1.0 } else { 0.0 }).collect();
-                let masked = init.clone() * mask_tensor(&keep, width, height, device);
-                let needs_image_latents = !nine || !strength.is_strength_max;
-                let image_latents =
-                    needs_image_latents.then(|| repeat_batch(self.encode_sample(init, rng), n));
-                let noise = randn(rng, shape, device);
-                let latents = match &image_latents {
-                    Some(s) if !strength.is_strength_max => {
-                        scheduler.add_noise(s, &noise, begin).map_err(sched_err)?
-                    }
-                    _ => noise.clone().mul_scalar(scheduler.init_noise_sigma()),
-                };
-                let masked_latents = repeat_batch(self.encode_sample(masked, rng), n);
-                let lmask = match cells {
-                    Some(c) => mask_tensor(&c, width / f, height / f, device),
-                    None => latent_mask(&m, width, height, f, device),
-                };
-                Prepared {
-                    latents,
-                    image_latents,
-                    noise,
-                    mask_inputs: Some((repeat_batch(lmask, n), masked_latents)),
-                    composite_mask: Some(m),
-                }
+        let needs_image_latents = !nine || !strength.is_strength_max;
+        let image_latents =
+            needs_image_latents.then(|| repeat_batch(self.encode_sample(init, rng), n));
+        let noise = randn(rng, shape, device);
+        let latents = match &image_latents {
+            Some(s) if !strength.is_strength_max => {
+                scheduler.add_noise(s, &noise, begin).map_err(sched_err)?
             }
-            None => {
-                let s = repeat_batch(self.encode_sample(init, rng), n);
-                let noise = randn(rng, shape, device);
-                Prepared {
-                    latents: scheduler.add_noise(&s, &noise, begin).map_err(sched_err)?,
-                    image_latents: Some(s),
-                    noise,
-                    mask_inputs: None,
-                    composite_mask: None,
-                }
-            }
-        })
+            _ => noise.clone().mul_scalar(scheduler.init_noise_sigma()),
+        };
+        Ok((latents, image_latents, noise))
+    }
+
+    /// Inpainting's mask inputs (diffusers' `prepare_mask_latents`): the mask binarised (and
+    /// aligned to the latent grid if asked) — returned at the image's size for compositing — its
+    /// latent-size version, and the masked image's latents (the VAE's draw from `rng`).
+    fn prepare_mask_latents(
+        &self,
+        mask: &DynamicImage,
+        init: Tensor<4>,
+        req: &Request,
+        (width, height): (u32, u32),
+        rng: &mut TorchGenerator,
+    ) -> ((Tensor<4>, Tensor<4>), Vec<f32>) {
+        let (device, f, n) = (&self.device, self.vae_scale_factor(), req.num_images);
+        let mut m = binary_mask(mask, width, height);
+        let mut cells = None;
+        if req.mask_options.align {
+            let (c, full) = aligned_mask(&m, width, height, f, req.mask_options.align_grow);
+            m = full;
+            cells = Some(c);
+        }
+        let keep: Vec<f32> = m.iter().map(|&v| if v < 0.5 { 1.0 } else { 0.0 }).collect();
+        let masked = init * mask_tensor(&keep, width, height, device);
+        let masked_latents = repeat_batch(self.encode_sample(masked, rng), n);
+        let lmask = match cells {
+            Some(c) => mask_tensor(&c, width / f, height / f, device),
+            None => latent_mask(&m, width, height, f, device),
+        };
+        ((repeat_batch(lmask, n), masked_latents), m)
     }
 
     /// The denoising loop from `begin`: the UNet on the latents (doubled for classifier-free
@@ -435,7 +443,6 @@ impl Pipeline {
             image_latents,
             noise,
             mask_inputs,
-            ..
         } = prepared;
         let shape = latents.dims();
         let timesteps = scheduler.timesteps().to_vec();
