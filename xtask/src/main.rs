@@ -29,6 +29,8 @@
 //!   `@fal-ai/client` bundled with its dependencies.
 
 mod bench;
+#[cfg(test)]
+mod circles;
 mod demo;
 mod load;
 mod npm;
