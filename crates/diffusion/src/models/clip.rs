@@ -50,8 +50,8 @@ impl Default for ClipTextConfig {
 
 impl ClipTextConfig {
     pub fn from_json(json: &str) -> Result<Self, WeightsError> {
-        let c: ClipTextConfig = serde_json::from_str(json)
-            .map_err(|e| WeightsError::Config(format!("text encoder config.json: {e}")))?;
+        let c: ClipTextConfig =
+            crate::weights::parse_config(json, "text encoder config.json", &[])?;
         if c.num_attention_heads == 0 || !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(WeightsError::Config(format!(
                 "text encoder config.json: hidden_size {} is not a multiple of num_attention_heads {}",

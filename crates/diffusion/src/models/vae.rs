@@ -67,8 +67,7 @@ impl VaeConfig {
     }
 
     pub fn from_json(json: &str) -> Result<Self, WeightsError> {
-        let c: VaeConfig = serde_json::from_str(json)
-            .map_err(|e| WeightsError::Config(format!("vae config.json: {e}")))?;
+        let c: VaeConfig = crate::weights::parse_config(json, "vae config.json", &[])?;
         let n = c.block_out_channels.len();
         if n == 0 || c.down_block_types.len() != n || c.up_block_types.len() != n {
             return Err(WeightsError::Config(

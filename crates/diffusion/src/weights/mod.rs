@@ -26,6 +26,24 @@ pub mod store;
 #[cfg(target_arch = "wasm32")]
 pub mod url_repo;
 
+/// Parses a component's diffusers `config.json` as diffusers reads it: keys it does not know are
+/// ignored (real configs carry training settings, e.g. EMA's), and `null` for a setting means it
+/// is not set — its default (`"upcast_attention": null` in SDXL's UNet is `false`) — except for
+/// the `none_keys`, whose `None` diffusers reads as a choice of its own (no mid block, …).
+/// `what` names the file in errors (`unet config.json`).
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    json: &str,
+    what: &str,
+    none_keys: &[&str],
+) -> Result<T, WeightsError> {
+    let bad = |e: serde_json::Error| WeightsError::Config(format!("{what}: {e}"));
+    let mut value: serde_json::Value = serde_json::from_str(json).map_err(bad)?;
+    if let Some(map) = value.as_object_mut() {
+        map.retain(|key, v| !v.is_null() || none_keys.contains(&key.as_str()));
+    }
+    serde_json::from_value(value).map_err(bad)
+}
+
 /// What can go wrong with weights. Every variant names the file, and the tensor where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {

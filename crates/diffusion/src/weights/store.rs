@@ -174,8 +174,28 @@ impl Weights {
     }
 
     /// Converts one tensor to the device's float type and uploads it.
+    ///
+    /// Integers are no weights: the one integer tensor real checkpoints carry, CLIP's
+    /// `…embeddings.position_ids` buffer (int64 `[1, 77]` in SD's and SDXL's text encoders), is
+    /// checked to hold the positions 0, 1, … that the model computes itself, and left out. Any
+    /// other integer tensor is refused.
     pub fn insert(&mut self, t: TensorBytes, file: &str) -> Result<(), WeightsError> {
         if t.info.dtype == Dtype::I64 {
+            if t.info.name.ends_with("position_ids") {
+                let ids = super::convert::to_i64(&t.bytes);
+                let row = t.info.shape.last().copied().unwrap_or(0).max(1);
+                if ids.iter().enumerate().all(|(i, &v)| v == (i % row) as i64) {
+                    return Ok(());
+                }
+                return Err(WeightsError::Corrupt {
+                    file: file.to_owned(),
+                    message: format!(
+                        "tensor {:?} should hold the positions 0, 1, …, {}",
+                        t.info.name,
+                        row - 1
+                    ),
+                });
+            }
             return Err(WeightsError::UnsupportedDtype {
                 file: file.to_owned(),
                 tensor: t.info.name,
@@ -350,5 +370,42 @@ impl Weights {
             file,
             tensors: format!("{}{more}", shown.join(", ")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::safetensors::TensorInfo;
+
+    fn int64(name: &str, values: &[i64]) -> TensorBytes {
+        TensorBytes {
+            info: TensorInfo {
+                name: name.into(),
+                dtype: Dtype::I64,
+                shape: vec![1, values.len()],
+                begin: 0,
+                end: values.len() as u64 * 8,
+            },
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    #[test]
+    fn clips_int64_position_ids_are_checked_and_left_out() {
+        let mut w = Weights::new(&Device::flex(), Precision::F32, "text_encoder");
+        let file = "text_encoder/model.fp16.safetensors";
+        let ids: Vec<i64> = (0..77).collect();
+        w.insert(int64("text_model.embeddings.position_ids", &ids), file)
+            .unwrap();
+        assert!(w.is_empty(), "a buffer, not a weight");
+        let mut wrong = ids.clone();
+        wrong.swap(3, 4);
+        let e = w
+            .insert(int64("text_model.embeddings.position_ids", &wrong), file)
+            .unwrap_err();
+        assert!(e.to_string().contains("0, 1, …, 76"), "{e}");
+        let e = w.insert(int64("some.weight", &ids), file).unwrap_err();
+        assert!(matches!(e, WeightsError::UnsupportedDtype { .. }), "{e}");
     }
 }

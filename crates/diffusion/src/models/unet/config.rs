@@ -166,8 +166,8 @@ fn unsupported(what: &str) -> WeightsError {
 
 impl UNetConfig {
     pub fn from_json(json: &str) -> Result<Self, WeightsError> {
-        serde_json::from_str(json)
-            .map_err(|e| WeightsError::Config(format!("unet config.json: {e}")))
+        // A null mid block type is diffusers' "no mid block" (refused by `plan`), not the default.
+        crate::weights::parse_config(json, "unet config.json", &["mid_block_type"])
     }
 
     /// Resolves the config into a plan, refusing what the engine does not build.
