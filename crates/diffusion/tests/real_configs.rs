@@ -51,3 +51,56 @@ fn a_null_mid_block_is_diffusers_no_mid_block_not_the_default() {
     let e = unet.plan().unwrap_err().to_string();
     assert!(e.contains("mid_block_type"), "{e}");
 }
+
+#[test]
+fn heads_that_do_not_divide_the_channels_are_built_as_diffusers_builds_them() {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use fresco_diffusion::models::unet::UNet2DConditionModel;
+    use fresco_diffusion::weights::store::{Precision, Weights};
+
+    // The tiny SD1.5-inpainting UNet (16 and 32 channels) with 3 heads: 16 / 3 → heads of 5,
+    // an inner width of 15; 32 / 3 → 10, 30.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny-sd15-inpaint/unet/config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json["attention_head_dim"] = serde_json::json!(3);
+    let config = UNetConfig::from_json(&json.to_string()).unwrap();
+    let plan = config.plan().unwrap();
+    assert_eq!(plan.heads, [3, 3]);
+
+    let device = Device::flex();
+    let mut w = Weights::synthetic(&device, Precision::F32, 7);
+    let unet = UNet2DConditionModel::load(&config, &mut w).unwrap();
+    let shape = |name: &str| {
+        w.synthesized()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.clone())
+    };
+    // As diffusers' Transformer2DModel: proj_in takes the channels to the inner width
+    // heads × (channels / heads), the blocks run at that width, proj_out goes back ([out, in]).
+    let first_two = |name: &str| shape(name).map(|s| s[..2].to_vec());
+    assert_eq!(
+        first_two("down_blocks.1.attentions.0.proj_in.weight"),
+        Some(vec![30, 32])
+    );
+    assert_eq!(
+        shape("down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"),
+        Some(vec![30, 30])
+    );
+    assert_eq!(
+        first_two("down_blocks.1.attentions.0.proj_out.weight"),
+        Some(vec![32, 30])
+    );
+    let sample = Tensor::<4>::from_data(
+        TensorData::new(vec![0.1f32; 9 * 8 * 8], [1, 9, 8, 8]),
+        &device,
+    );
+    let context =
+        Tensor::<3>::from_data(TensorData::new(vec![0.2f32; 4 * 32], [1, 4, 32]), &device);
+    let out = unet.forward(sample, &[10.0], &context, None).unwrap();
+    assert_eq!(out.dims(), [1, 4, 8, 8]);
+    let values: Vec<f32> = out.into_data().try_to_vec::<f32>().unwrap();
+    assert!(values.iter().all(|v| v.is_finite()));
+}

@@ -279,10 +279,12 @@ impl UNetConfig {
             downsample_padding: self.downsample_padding,
             text_time,
         };
+        // As diffusers: a block's attention has `heads` heads of `channels / heads` (rounded
+        // down), its inner width their product, which may be less than the channels.
         for (i, (&c, &h)) in plan.channels.iter().zip(&plan.heads).enumerate() {
-            if h == 0 || !c.is_multiple_of(h) {
+            if h == 0 || h > c {
                 return Err(WeightsError::Config(format!(
-                    "unet config.json: block {i} has {c} channels, not divisible into {h} heads"
+                    "unet config.json: block {i} has {c} channels, too few for {h} heads"
                 )));
             }
         }
