@@ -104,3 +104,101 @@ fn heads_that_do_not_divide_the_channels_are_built_as_diffusers_builds_them() {
     let values: Vec<f32> = out.into_data().try_to_vec::<f32>().unwrap();
     assert!(values.iter().all(|v| v.is_finite()));
 }
+
+/// The tensors a real component's file holds (`*.tensors.tsv`: name, shape, and a note for
+/// buffers that are no weights), without those buffers.
+fn real_tensors(name: &str) -> std::collections::BTreeMap<String, Vec<usize>> {
+    config(name)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.contains("buffer"))
+        .map(|l| {
+            let mut cols = l.split('\t');
+            let name = cols.next().unwrap().to_owned();
+            let shape: Vec<usize> = serde_json::from_str(cols.next().unwrap()).unwrap();
+            (name, shape)
+        })
+        .collect()
+}
+
+/// The tensors our model of a component asks for, built from its real config.
+fn asked(
+    build: impl FnOnce(&mut fresco_diffusion::weights::store::Weights),
+) -> std::collections::BTreeMap<String, Vec<usize>> {
+    let mut w =
+        fresco_diffusion::weights::store::Weights::shapes_only(&burn::tensor::Device::flex());
+    build(&mut w);
+    w.synthesized().iter().cloned().collect()
+}
+
+fn assert_same_layout(
+    what: &str,
+    ours: std::collections::BTreeMap<String, Vec<usize>>,
+    real: std::collections::BTreeMap<String, Vec<usize>>,
+) {
+    let missing: Vec<_> = real
+        .keys()
+        .filter(|k| !ours.contains_key(*k))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = ours
+        .keys()
+        .filter(|k| !real.contains_key(*k))
+        .take(5)
+        .collect();
+    let shapes: Vec<_> = real
+        .iter()
+        .filter(|(k, s)| ours.get(*k).is_some_and(|o| o != *s))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && shapes.is_empty(),
+        "{what}: tensors of the real file we do not take {missing:?}; tensors we ask for that it lacks {extra:?}; shapes that differ {shapes:?}"
+    );
+    assert_eq!(ours.len(), real.len(), "{what}");
+}
+
+/// Every tensor of the real repositories' files, by name and shape, is one our models take,
+/// and every one they take is there: the real layouts load with nothing left over or missing.
+#[test]
+fn our_models_take_exactly_the_real_files_tensors() {
+    use fresco_diffusion::models::clip::ClipTextModel;
+    use fresco_diffusion::models::unet::UNet2DConditionModel;
+    use fresco_diffusion::models::vae::AutoencoderKL;
+
+    for repo in ["sdxl-inpaint", "sd15-inpaint"] {
+        let unet = UNetConfig::from_json(&config(&format!("{repo}-unet.json"))).unwrap();
+        assert_same_layout(
+            &format!("{repo} unet"),
+            asked(|w| drop(UNet2DConditionModel::load(&unet, w).unwrap())),
+            real_tensors(&format!("{repo}-unet.tensors.tsv")),
+        );
+        let vae = VaeConfig::from_json(&config(&format!("{repo}-vae.json"))).unwrap();
+        assert_same_layout(
+            &format!("{repo} vae"),
+            asked(|w| drop(AutoencoderKL::load(vae, w).unwrap())),
+            real_tensors(&format!("{repo}-vae.tensors.tsv")),
+        );
+        let encoders: &[&str] = if repo == "sdxl-inpaint" {
+            &["text_encoder", "text_encoder_2"]
+        } else {
+            &["text_encoder"]
+        };
+        for enc in encoders {
+            let clip = ClipTextConfig::from_json(&config(&format!("{repo}-{enc}.json"))).unwrap();
+            let real = real_tensors(&format!("{repo}-{enc}.tensors.tsv"));
+            // The model takes its tensors under `text_model.` when the file has them there
+            // (transformers 4's layout, the real files'), bare otherwise (transformers 5's); an
+            // empty shapes-only store gets the bare names.
+            assert!(real.contains_key("text_model.embeddings.token_embedding.weight"));
+            let ours = asked(|w| drop(ClipTextModel::load(clip, w).unwrap()))
+                .into_iter()
+                .map(|(k, v)| match k.as_str() {
+                    "text_projection.weight" => (k, v),
+                    _ => (format!("text_model.{k}"), v),
+                })
+                .collect();
+            assert_same_layout(&format!("{repo} {enc}"), ours, real);
+        }
+    }
+}
