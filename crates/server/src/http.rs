@@ -53,9 +53,9 @@ impl IntoResponse for RouteError {
 }
 
 impl RouteError {
-    /// For a log line: what the route answered (its body was logged where it was made).
+    /// For a log line: the status it answers (its body was logged where it was made).
     pub fn detail(&self) -> String {
-        format!("the storage answered {}", self.0.status())
+        format!("answered {}", self.0.status())
     }
 }
 

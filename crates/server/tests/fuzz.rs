@@ -218,26 +218,11 @@ fn random_png(rng: &mut Rng) -> Vec<u8> {
         let Some(end) = (i + 8).checked_add(len).filter(|&e| e + 4 <= png.len()) else {
             break;
         };
-        let crc = crc32(&png[i + 4..end]);
+        let crc = crc32fast::hash(&png[i + 4..end]);
         png[end..end + 4].copy_from_slice(&crc.to_be_bytes());
         i = end + 4;
     }
     png
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// The targets: name, seeds, and what must hold for any input.

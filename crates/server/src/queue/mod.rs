@@ -368,7 +368,7 @@ impl Queue {
                     Ok(Ok(output)) => {
                         Outcome::success(serde_json::to_vec(&output).unwrap_or_default())
                     }
-                    Ok(Err(e)) => job_error_outcome(e),
+                    Ok(Err(e)) => Outcome::of(&e),
                     Err(panic) => {
                         let msg = panic
                             .downcast_ref::<String>()
@@ -376,14 +376,14 @@ impl Queue {
                             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_else(|| "unknown panic".into());
                         tracing::error!(request_id = %id, "endpoint panicked");
-                        job_error_outcome(crate::endpoints::hidden("The endpoint", msg))
+                        Outcome::of(&crate::endpoints::hidden("The endpoint", msg))
                     }
                 }
             }
             _ => {
                 drop(log_tx);
                 let served: Vec<&str> = self.inner.registry.app_ids().collect();
-                job_error_outcome(Failure::not_served(&job.endpoint, &served))
+                Outcome::of(&Failure::not_served(&job.endpoint, &served))
             }
         };
         // Every log line is stored before the request is marked completed.
@@ -491,8 +491,4 @@ pub enum ResultLookup {
         timeout_type: Option<String>,
         error_type: Option<String>,
     },
-}
-
-fn job_error_outcome(e: Failure) -> Outcome {
-    Outcome::of(&e)
 }
