@@ -10,6 +10,9 @@
 //! - `cargo xtask setup`: only the installs;
 //! - `cargo xtask npm`: builds the npm package `@fresco/client` (client, local mode, engine) into
 //!   `<target>/npm/client`;
+//! - `cargo xtask fixtures real [--model sdxl-inpaint|sd15-inpaint|sdxl-base] [--dir D]
+//!   [--variant fp16|fp32|all] [--seed 0]`: a random-weight checkpoint in a real repository's exact
+//!   layout (configs, file names, tensors, dtypes), for the real models' size without the hub;
 //! - `cargo xtask fuzz [--cases 1000000] [--seed S]`: the parsers that take outside bytes under
 //!   mutated inputs, a table of cases and panics;
 //! - `cargo xtask bench browser [--steps 4] [--mid-size 128]`: a local inpainting's load, first
@@ -32,6 +35,7 @@ mod bench;
 #[cfg(test)]
 mod circles;
 mod demo;
+mod fixtures;
 mod load;
 mod npm;
 mod setup;
@@ -50,6 +54,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   test [--no-lint]                 every test (installs what is missing first)
   setup                            only the installs the tests need
   npm                              build the npm package @fresco/client
+  fixtures real [--model sdxl-inpaint|sd15-inpaint|sdxl-base] [--dir D] [--variant fp16|fp32|all] [--seed 0]
+                                   a random-weight checkpoint in a real repository's exact layout
   fuzz [--cases 1000000] [--seed S]   the parsers of outside bytes under mutated inputs
   bench proxy [--requests 20000] [--concurrency 32]
   bench load [--requests 1000] [--clients 1,16,64,256] [--inpaint-requests 16] [--inpaint-clients 1,8]
@@ -83,6 +89,23 @@ fn main() -> ExitCode {
             flag("--check"),
             true,
         ),
+        Some("fixtures") => match args.get(1).map(String::as_str) {
+            Some("real") => fixtures::Variants::parse(
+                value("--variant").as_deref().unwrap_or("all"),
+            )
+            .and_then(|variants| {
+                let seed = value("--seed").unwrap_or_else(|| "0".into());
+                let seed = seed.parse().map_err(|e| format!("--seed {seed:?}: {e}"))?;
+                fixtures::real(
+                    &ctx,
+                    value("--model").as_deref().unwrap_or("sdxl-inpaint"),
+                    value("--dir").as_deref(),
+                    variants,
+                    seed,
+                )
+            }),
+            other => Err(format!("unknown fixtures {other:?}\n{USAGE}")),
+        },
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("proxy") => bench::proxy(
                 &ctx,

@@ -299,7 +299,11 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 /// Copies one file, the error naming both paths.
+/// Copies a file, making the folders it goes into.
 pub fn copy(from: &Path, to: &Path) -> Result {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
     std::fs::copy(from, to)
         .map(|_| ())
         .map_err(|e| format!("copy {} → {}: {e}", from.display(), to.display()))

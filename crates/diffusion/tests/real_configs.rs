@@ -1,4 +1,4 @@
-//! The real repositories' component configs, byte for byte (`tests/fixtures/real-configs/`, from
+//! The real repositories' component configs, byte for byte (`tests/fixtures/real/<model>/`, from
 //! `../shared/reference/real-models/`), parse and plan as diffusers reads them: their `null`s
 //! (`"upcast_attention": null` in SDXL's UNet) are defaults, their training keys are ignored.
 
@@ -8,43 +8,44 @@ use fresco_diffusion::models::vae::VaeConfig;
 
 fn config(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/real-configs")
+        .join("../../tests/fixtures/real")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
 fn sdxl_inpaintings_configs_parse_and_plan() {
-    let unet = UNetConfig::from_json(&config("sdxl-inpaint-unet.json")).unwrap();
+    let unet = UNetConfig::from_json(&config("sdxl-inpaint/unet/config.json")).unwrap();
     assert!(!unet.upcast_attention, "null reads as diffusers' default");
     let plan = unet.plan().unwrap();
     assert_eq!(plan.in_channels, 9);
     assert_eq!(plan.channels, [320, 640, 1280]);
     assert!(plan.text_time.is_some(), "SDXL's added conditioning");
-    let vae = VaeConfig::from_json(&config("sdxl-inpaint-vae.json")).unwrap();
+    let vae = VaeConfig::from_json(&config("sdxl-inpaint/vae/config.json")).unwrap();
     assert_eq!(vae.latent_channels, 4);
-    let one = ClipTextConfig::from_json(&config("sdxl-inpaint-text_encoder.json")).unwrap();
-    let two = ClipTextConfig::from_json(&config("sdxl-inpaint-text_encoder_2.json")).unwrap();
+    let one = ClipTextConfig::from_json(&config("sdxl-inpaint/text_encoder/config.json")).unwrap();
+    let two =
+        ClipTextConfig::from_json(&config("sdxl-inpaint/text_encoder_2/config.json")).unwrap();
     assert_eq!((one.hidden_size, two.hidden_size), (768, 1280));
 }
 
 #[test]
 fn sd15_inpaintings_configs_parse_and_plan() {
-    let plan = UNetConfig::from_json(&config("sd15-inpaint-unet.json"))
+    let plan = UNetConfig::from_json(&config("sd15-inpaint/unet/config.json"))
         .unwrap()
         .plan()
         .unwrap();
     assert_eq!(plan.in_channels, 9);
     assert_eq!(plan.channels, [320, 640, 1280, 1280]);
-    VaeConfig::from_json(&config("sd15-inpaint-vae.json")).unwrap();
-    let clip = ClipTextConfig::from_json(&config("sd15-inpaint-text_encoder.json")).unwrap();
+    VaeConfig::from_json(&config("sd15-inpaint/vae/config.json")).unwrap();
+    let clip = ClipTextConfig::from_json(&config("sd15-inpaint/text_encoder/config.json")).unwrap();
     assert_eq!(clip.hidden_size, 768);
 }
 
 #[test]
 fn a_null_mid_block_is_diffusers_no_mid_block_not_the_default() {
     let mut json: serde_json::Value =
-        serde_json::from_str(&config("sd15-inpaint-unet.json")).unwrap();
+        serde_json::from_str(&config("sd15-inpaint/unet/config.json")).unwrap();
     json["mid_block_type"] = serde_json::Value::Null;
     let unet = UNetConfig::from_json(&json.to_string()).unwrap();
     assert_eq!(unet.mid_block_type, None);
@@ -166,27 +167,28 @@ fn our_models_take_exactly_the_real_files_tensors() {
     use fresco_diffusion::models::unet::UNet2DConditionModel;
     use fresco_diffusion::models::vae::AutoencoderKL;
 
-    for repo in ["sdxl-inpaint", "sd15-inpaint"] {
-        let unet = UNetConfig::from_json(&config(&format!("{repo}-unet.json"))).unwrap();
+    for repo in ["sdxl-inpaint", "sd15-inpaint", "sdxl-base"] {
+        let unet = UNetConfig::from_json(&config(&format!("{repo}/unet/config.json"))).unwrap();
         assert_same_layout(
             &format!("{repo} unet"),
             asked(|w| drop(UNet2DConditionModel::load(&unet, w).unwrap())),
-            real_tensors(&format!("{repo}-unet.tensors.tsv")),
+            real_tensors(&format!("{repo}/tensors/unet.tensors.tsv")),
         );
-        let vae = VaeConfig::from_json(&config(&format!("{repo}-vae.json"))).unwrap();
+        let vae = VaeConfig::from_json(&config(&format!("{repo}/vae/config.json"))).unwrap();
         assert_same_layout(
             &format!("{repo} vae"),
             asked(|w| drop(AutoencoderKL::load(vae, w).unwrap())),
-            real_tensors(&format!("{repo}-vae.tensors.tsv")),
+            real_tensors(&format!("{repo}/tensors/vae.tensors.tsv")),
         );
-        let encoders: &[&str] = if repo == "sdxl-inpaint" {
+        let encoders: &[&str] = if repo.starts_with("sdxl") {
             &["text_encoder", "text_encoder_2"]
         } else {
             &["text_encoder"]
         };
         for enc in encoders {
-            let clip = ClipTextConfig::from_json(&config(&format!("{repo}-{enc}.json"))).unwrap();
-            let real = real_tensors(&format!("{repo}-{enc}.tensors.tsv"));
+            let clip =
+                ClipTextConfig::from_json(&config(&format!("{repo}/{enc}/config.json"))).unwrap();
+            let real = real_tensors(&format!("{repo}/tensors/{enc}.tensors.tsv"));
             // The model takes its tensors under `text_model.` when the file has them there
             // (transformers 4's layout, the real files'), bare otherwise (transformers 5's); an
             // empty shapes-only store gets the bare names.
