@@ -166,6 +166,7 @@ pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()
         precision: Some(precision),
         variant: args.variant.clone(),
         buffer_limit,
+        ..LoadOptions::default()
     };
     let pipe = Pipeline::load(&files, &device, &options, &mut |line| eprintln!("{line}"))
         .await
@@ -205,6 +206,7 @@ pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()
         },
         None => Task::ImageToImage { image: &image },
     };
+    eprintln!("memory: {}", pipe.plan_call(&task, &req)?);
     eprintln!("seed {seed}");
     let started = Instant::now();
     let mut last = Instant::now();

@@ -282,11 +282,34 @@ impl GroupNorm {
     }
 }
 
+/// The most bytes of attention scores one device dispatch holds: WebGPU's guaranteed storage
+/// binding (128 MiB, `maxStorageBufferBindingSize`'s default) halved, since the softmax writes a
+/// second matrix of the same size beside the scores. Attention over more queries than fit is
+/// computed a block of query rows at a time ([`attention_blocked`]), so SDXL's 1.3 GB score
+/// matrix at 1024² and the VAE's 1 GiB one never exist whole on a GPU.
+pub const ATTENTION_SCORE_BYTES: u64 = 64 << 20;
+
+/// How many query rows one block of [`attention_blocked`] takes so that its scores
+/// (`batch · heads · rows · keys` values of `element` bytes) stay within `max_bytes`: at least
+/// one row, at most all `n`.
+pub fn attention_rows(
+    batch: usize,
+    heads: usize,
+    n: usize,
+    m: usize,
+    element: u64,
+    max_bytes: u64,
+) -> usize {
+    let per_row = (batch * heads * m) as u64 * element;
+    ((max_bytes / per_row.max(1)) as usize).clamp(1, n.max(1))
+}
+
 /// Scaled dot-product attention (no mask, scale 1/√head_dim) with the heads side by side, as the
 /// projections produce and consume them: `q` `[batch, n, heads · d]`, `k` and `v`
 /// `[batch, m, heads · d]` → `[batch, n, heads · d]`. Scores and softmax in f32 when `upcast` is
 /// set and the inputs are f16 (diffusers' `upcast_attention`, and the VAE, whose scores over
-/// (h·w)² positions overflow f16).
+/// (h·w)² positions overflow f16). On a GPU no dispatch holds more than
+/// [`ATTENTION_SCORE_BYTES`] of scores.
 pub fn attention(
     q: Tensor<3>,
     k: Tensor<3>,
@@ -298,31 +321,64 @@ pub fn attention(
     if q.dtype() == DType::F32 && crate::device::is_cpu(&q.device()) {
         return crate::cpu::attention(q, k, v, heads);
     }
+    attention_blocked(q, k, v, heads, upcast, ATTENTION_SCORE_BYTES)
+}
+
+/// [`attention`] with Burn's kernels, a block of query rows at a time so that no block's scores
+/// exceed `max_score_bytes`. Each query row's softmax is over all keys, so the blocks are exact:
+/// the result is the unblocked one's.
+pub fn attention_blocked(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    upcast: bool,
+    max_score_bytes: u64,
+) -> Tensor<3> {
     let [b, n, inner] = q.dims();
     let m = k.dims()[1];
     let d = inner / heads;
-    let split = |t: Tensor<3>, len: usize| t.reshape([b, len, heads, d]).swap_dims(1, 2);
-    let (q, k, v) = (split(q, n), split(k, m), split(v, m));
+    let dtype = q.dtype();
+    let compute = if upcast && dtype != DType::F32 {
+        DType::F32
+    } else {
+        dtype
+    };
+    let split = |t: Tensor<3>, len: usize| {
+        let t = t.reshape([b, len, heads, d]).swap_dims(1, 2);
+        if compute == dtype {
+            t
+        } else {
+            t.cast(FloatDType::F32)
+        }
+    };
+    let (k, v) = (split(k, m), split(v, m));
     let options = AttentionModuleOptions {
         scale: None,
         softcap: None,
         is_causal: false,
     };
-    let dtype = q.dtype();
-    let out = if upcast && dtype != DType::F32 {
-        burn_attention(
-            q.cast(FloatDType::F32),
-            k.cast(FloatDType::F32),
-            v.cast(FloatDType::F32),
-            None,
-            None,
-            options,
-        )
-        .cast(dtype)
-    } else {
-        burn_attention(q, k, v, None, None, options)
+    let rows = attention_rows(b, heads, n, m, compute.size() as u64, max_score_bytes);
+    let block = |q: Tensor<3>, len: usize| {
+        let out = burn_attention(split(q, len), k.clone(), v.clone(), None, None, options);
+        let out = if compute == dtype {
+            out
+        } else {
+            out.cast(dtype)
+        };
+        out.swap_dims(1, 2).reshape([b, len, inner])
     };
-    out.swap_dims(1, 2).reshape([b, n, inner])
+    if rows >= n {
+        return block(q, n);
+    }
+    let blocks: Vec<Tensor<3>> = (0..n)
+        .step_by(rows)
+        .map(|start| {
+            let len = rows.min(n - start);
+            block(q.clone().narrow(1, start, len), len)
+        })
+        .collect();
+    Tensor::cat(blocks, 1)
 }
 
 /// `torch.nn.Embedding`.

@@ -204,3 +204,152 @@ fn our_models_take_exactly_the_real_files_tensors() {
         }
     }
 }
+
+/// The memory planner on the real SDXL- and SD1.5-inpainting configs at 1024² and 2048², in f16
+/// and f32, under a 1 GiB and a 256 MiB buffer limit: every plan it makes keeps every buffer
+/// within the limit (the VAE going image by image, then into tiles, as needed), and what cannot
+/// fit is refused naming the size and the limit.
+#[test]
+fn the_memory_planner_fits_the_real_models_to_a_buffer_limit_or_says_why_not() {
+    use fresco_diffusion::pipeline::memory::{DeviceLimits, ModelShape, VaeSplit, plan};
+
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+    let unet = |m: &str| {
+        UNetConfig::from_json(&config(&format!("{m}/unet/config.json")))
+            .unwrap()
+            .plan()
+            .unwrap()
+    };
+    let vae = |m: &str| VaeConfig::from_json(&config(&format!("{m}/vae/config.json"))).unwrap();
+    let (sdxl_unet, sdxl_vae) = (unet("sdxl-inpaint"), vae("sdxl-inpaint"));
+    let (sd15_unet, sd15_vae) = (unet("sd15-inpaint"), vae("sd15-inpaint"));
+    let shape = |unet, vae, value: u64, weights_f16: u64| ModelShape {
+        unet,
+        vae,
+        unet_value: value,
+        upcast_attention: false,
+        weights: weights_f16 / 2 * value,
+    };
+    // Weights in f16: the real files' sizes (UNet + text encoders + VAE).
+    let sdxl_f16 = 5_135_178_560 + 246_144_867 + 1_389_382_884 + 167_335_338;
+    let sd15_f16 = 1_719_154_104 + 246_144_864 + 167_335_342;
+
+    let mut table = Vec::new();
+    for (name, unet, vae, weights) in [
+        ("SDXL-inpainting", &sdxl_unet, &sdxl_vae, sdxl_f16),
+        ("SD1.5-inpainting", &sd15_unet, &sd15_vae, sd15_f16),
+    ] {
+        for value in [2u64, 4] {
+            let model = shape(unet, vae, value, weights);
+            for side in [1024u32, 2048] {
+                for limit in [GIB, 256 * MIB] {
+                    let limits = DeviceLimits {
+                        buffer: Some(limit),
+                        memory: None,
+                    };
+                    match plan(&model, side, side, 1, true, limits) {
+                        Ok(p) => {
+                            assert!(
+                                p.largest().bytes <= limit,
+                                "{name} {side}² f{}: {p}",
+                                value * 8
+                            );
+                            table.push(format!(
+                                "{name} {side}² f{} ≤{} MiB: {p}",
+                                value * 8,
+                                limit / MIB
+                            ));
+                        }
+                        Err(e) => {
+                            let e = e.to_string();
+                            assert!(
+                                e.contains(&format!("{side}×{side}"))
+                                    && e.contains(&format!("{} MiB", limit / MIB)),
+                                "{e}"
+                            );
+                            table.push(format!(
+                                "{name} {side}² f{} ≤{} MiB: refused: {e}",
+                                value * 8,
+                                limit / MIB
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("{}", table.join("\n"));
+
+    // SDXL-inpainting at its own 1024² fits both limits in f16 and f32; its VAE decodes whole
+    // under 1 GiB (256 channels × 1024² × 4 bytes is exactly 1 GiB) and in tiles under 256 MiB.
+    for value in [2, 4] {
+        let model = shape(&sdxl_unet, &sdxl_vae, value, sdxl_f16);
+        let big = DeviceLimits {
+            buffer: Some(GIB),
+            memory: None,
+        };
+        let small = DeviceLimits {
+            buffer: Some(256 * MIB),
+            memory: None,
+        };
+        let p = plan(&model, 1024, 1024, 1, true, big).unwrap();
+        assert_eq!(p.decode.split, VaeSplit::Whole, "{p}");
+        let p = plan(&model, 1024, 1024, 1, true, small).unwrap();
+        let VaeSplit::Tiled(t) = p.decode.split else {
+            panic!("{p}")
+        };
+        assert!(t.tile < 1024 && t.tile % 64 == 0, "{p}");
+        assert!(matches!(p.encode.split, VaeSplit::Tiled(_)), "{p}");
+        // The attention scores are blocked: the whole 1024² self-attention (2 × 10 heads ×
+        // 4096²) would be 1.25 GiB in f32.
+        assert!(p.largest().bytes <= 256 * MIB, "{p}");
+        // Four images: the decoder goes image by image under 1 GiB... and the UNet's batch of 8
+        // still fits.
+        let p = plan(&model, 1024, 1024, 4, true, big).unwrap();
+        assert_eq!(p.decode.split, VaeSplit::OneByOne, "{p}");
+    }
+    // At 2048² in f32 the UNet's own activations outgrow 256 MiB: refused, with the reason.
+    let model = shape(&sdxl_unet, &sdxl_vae, 4, sdxl_f16);
+    let e = plan(
+        &model,
+        2048,
+        2048,
+        1,
+        true,
+        DeviceLimits {
+            buffer: Some(256 * MIB),
+            memory: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("2048×2048") && e.contains("the UNet") && e.contains("256 MiB"),
+        "{e}"
+    );
+    // A device's memory is a limit too: SDXL in f32 holds 10 GB of weights.
+    let e = plan(
+        &model,
+        1024,
+        1024,
+        1,
+        true,
+        DeviceLimits {
+            buffer: None,
+            memory: Some(8 * GIB),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("8.00 GiB") && e.contains("of device memory"),
+        "{e}"
+    );
+    // No limits, no splits.
+    let p = plan(&model, 2048, 2048, 2, true, DeviceLimits::default()).unwrap();
+    assert_eq!(
+        (p.encode.split, p.decode.split),
+        (VaeSplit::Whole, VaeSplit::Whole)
+    );
+}

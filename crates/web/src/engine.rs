@@ -293,6 +293,7 @@ async fn load(call: &Call, hub_url: &str, hooks: &Hooks) -> Result<Pipeline, Fai
         precision: None,
         variant: Some(call.variant.clone().unwrap_or_else(|| "fp16".into())),
         buffer_limit: Some(buffer_limit),
+        ..LoadOptions::default()
     };
     let plan = Pipeline::plan(&repo, &device, &options)
         .await

@@ -167,6 +167,8 @@ impl Work {
             },
             None => Task::ImageToImage { image: &self.image },
         };
+        let memory = pipe.plan_call(&task, &self.request)?;
+        log(format!("memory: {memory}"));
         pipe.generate(task, &self.request, &mut |p: StepProgress, _| {
             log(format!("step {}/{}", p.step, p.total));
             !cancelled()

@@ -318,6 +318,11 @@ impl AutoencoderKL {
 
     /// `image`: `[batch, 3, h, w]` in [-1, 1] → the latent distribution at `[batch, z, h/8, w/8]`.
     pub fn encode(&self, image: Tensor<4>) -> LatentDistribution {
+        self.distribution(self.moments(image))
+    }
+
+    /// The encoder and `quant_conv`: the mean and log-variance side by side, `[batch, 2z, …]`.
+    fn moments(&self, image: Tensor<4>) -> Tensor<4> {
         let e = &self.encoder;
         let mut h = e.conv_in.forward(image.cast(e.conv_in.dtype()));
         for (resnets, down) in &e.blocks {
@@ -330,12 +335,16 @@ impl AutoencoderKL {
         }
         h = e.mid.forward(h);
         h = e.conv_out.forward(e.norm_out.forward_silu(h));
-        if let Some(q) = &e.quant_conv {
-            h = q.forward(h);
+        match &e.quant_conv {
+            Some(q) => q.forward(h),
+            None => h,
         }
+    }
+
+    fn distribution(&self, moments: Tensor<4>) -> LatentDistribution {
         let z = self.config.latent_channels;
-        let mean = h.clone().narrow(1, 0, z);
-        let logvar = h.narrow(1, z, z).clamp(-30.0, 20.0);
+        let mean = moments.clone().narrow(1, 0, z);
+        let logvar = moments.narrow(1, z, z).clamp(-30.0, 20.0);
         LatentDistribution { mean, logvar }
     }
 
@@ -359,6 +368,139 @@ impl AutoencoderKL {
             }
         }
         d.conv_out.forward(d.norm_out.forward_silu(h))
+    }
+}
+
+/// diffusers' `enable_tiling`: the VAE run over overlapping square tiles, each tile's output
+/// blended linearly into its upper and left neighbours over a quarter of a tile, so that a
+/// large image never holds the whole image's activations at once. Each tile normalises with its
+/// own statistics, so the result is close to, not equal to, the untiled one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiling {
+    /// A tile's side in pixels (diffusers' `tile_sample_min_size`), a multiple of the VAE's scale
+    /// factor.
+    pub tile: usize,
+}
+
+/// diffusers' `tile_overlap_factor`.
+const TILE_OVERLAP: f64 = 0.25;
+
+impl Tiling {
+    /// How many tiles a `width`×`height` image takes.
+    pub fn count(&self, width: usize, height: usize, scale: usize) -> usize {
+        let latent = self.tile / scale;
+        let stride = ((latent as f64 * (1.0 - TILE_OVERLAP)) as usize).max(1);
+        (height / scale).div_ceil(stride) * (width / scale).div_ceil(stride)
+    }
+}
+
+/// Runs `f` over tiles of `x` (`tile` wide, starting every `stride`), blends each output into
+/// its upper and left neighbours' over `blend` rows and columns and keeps the first `keep` of
+/// each, in diffusers' order (a tile is blended with its neighbours as they were already
+/// blended).
+fn tiled(
+    x: Tensor<4>,
+    tile: usize,
+    stride: usize,
+    blend: usize,
+    keep: usize,
+    f: impl Fn(Tensor<4>) -> Tensor<4>,
+) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let mut rows: Vec<Vec<Tensor<4>>> = Vec::new();
+    for i in (0..h).step_by(stride) {
+        let mut row = Vec::new();
+        for j in (0..w).step_by(stride) {
+            let part = x
+                .clone()
+                .slice([0..b, 0..c, i..(i + tile).min(h), j..(j + tile).min(w)]);
+            row.push(f(part));
+        }
+        rows.push(row);
+    }
+    for i in 0..rows.len() {
+        for j in 0..rows[i].len() {
+            let mut t = rows[i][j].clone();
+            if i > 0 {
+                t = blend_edge(&rows[i - 1][j], t, blend, 2);
+            }
+            if j > 0 {
+                t = blend_edge(&rows[i][j - 1], t, blend, 3);
+            }
+            rows[i][j] = t;
+        }
+    }
+    let rows: Vec<Tensor<4>> = rows
+        .into_iter()
+        .map(|row| {
+            let kept: Vec<Tensor<4>> = row
+                .into_iter()
+                .map(|t| {
+                    let [b, c, th, tw] = t.dims();
+                    t.slice([0..b, 0..c, 0..keep.min(th), 0..keep.min(tw)])
+                })
+                .collect();
+            Tensor::cat(kept, 3)
+        })
+        .collect();
+    Tensor::cat(rows, 2)
+}
+
+/// diffusers' `blend_v` (`dim` 2) and `blend_h` (`dim` 3): the first `extent` rows (columns) of
+/// `b` become `a`'s last ones weighted `1 − y/extent` plus their own weighted `y/extent`.
+fn blend_edge(a: &Tensor<4>, b: Tensor<4>, extent: usize, dim: usize) -> Tensor<4> {
+    let extent = extent.min(a.dims()[dim]).min(b.dims()[dim]);
+    if extent == 0 {
+        return b;
+    }
+    let weights: Vec<f32> = (0..extent).map(|y| y as f32 / extent as f32).collect();
+    let mut shape = [1, 1, 1, 1];
+    shape[dim] = extent;
+    let weight = Tensor::<1>::from_data(
+        burn::tensor::TensorData::new(weights, [extent]),
+        &b.device(),
+    )
+    .reshape(shape)
+    .cast(b.dtype());
+    let a_len = a.dims()[dim];
+    let from_a = a.clone().narrow(dim, a_len - extent, extent);
+    let own = b.clone().narrow(dim, 0, extent);
+    let mixed = from_a * (weight.clone().neg() + 1.0) + own * weight;
+    let [n, c, h, w] = b.dims();
+    let region = if dim == 2 {
+        [0..n, 0..c, 0..extent, 0..w]
+    } else {
+        [0..n, 0..c, 0..h, 0..extent]
+    };
+    b.slice_assign(region, mixed)
+}
+
+impl AutoencoderKL {
+    /// `2^(blocks − 1)`: pixels per latent.
+    pub fn scale_factor(&self) -> usize {
+        1 << (self.config.block_out_channels.len().max(1) - 1)
+    }
+
+    /// [`AutoencoderKL::encode`] in tiles (diffusers' `tiled_encode`): the moments of each
+    /// `tiling.tile`-pixel tile, blended.
+    pub fn encode_tiled(&self, image: Tensor<4>, tiling: Tiling) -> LatentDistribution {
+        let latent = tiling.tile / self.scale_factor();
+        let stride = ((tiling.tile as f64 * (1.0 - TILE_OVERLAP)) as usize).max(1);
+        let blend = (latent as f64 * TILE_OVERLAP) as usize;
+        let moments = tiled(image, tiling.tile, stride, blend, latent - blend, |t| {
+            self.moments(t)
+        });
+        self.distribution(moments)
+    }
+
+    /// [`AutoencoderKL::decode`] in tiles (diffusers' `tiled_decode`).
+    pub fn decode_tiled(&self, latents: Tensor<4>, tiling: Tiling) -> Tensor<4> {
+        let latent = tiling.tile / self.scale_factor();
+        let stride = ((latent as f64 * (1.0 - TILE_OVERLAP)) as usize).max(1);
+        let blend = (tiling.tile as f64 * TILE_OVERLAP) as usize;
+        tiled(latents, latent, stride, blend, tiling.tile - blend, |t| {
+            self.decode(t)
+        })
     }
 }
 

@@ -25,6 +25,7 @@ use super::image::{
     MaskOptions, aligned_mask, binary_mask, blur_mask, composite, image_tensor, latent_mask,
     mask_tensor, resize_rgb, to_images, to_rgb,
 };
+use super::memory::{self, MemoryPlan, ModelShape, VaeSplit};
 use super::text::Conditioning;
 use super::{Pipeline, PipelineError};
 use crate::models::unet::AddedConditions;
@@ -154,9 +155,18 @@ fn repeat_batch<const D: usize>(t: Tensor<D>, n: usize) -> Tensor<D> {
 }
 
 impl Pipeline {
-    /// `vae.encode(x).latent_dist.sample(generator) · scaling_factor`.
-    fn encode_sample(&self, image: Tensor<4>, rng: &mut TorchGenerator) -> Tensor<4> {
-        let dist = self.vae.encode(image);
+    /// `vae.encode(x).latent_dist.sample(generator) · scaling_factor`, in tiles where the plan
+    /// says so.
+    fn encode_sample(
+        &self,
+        image: Tensor<4>,
+        split: VaeSplit,
+        rng: &mut TorchGenerator,
+    ) -> Tensor<4> {
+        let dist = match split {
+            VaeSplit::Tiled(tiling) => self.vae.encode_tiled(image, tiling),
+            VaeSplit::Whole | VaeSplit::OneByOne => self.vae.encode(image),
+        };
         let mean = dist.mean.clone().cast(FloatDType::F32);
         let std = dist.std().cast(FloatDType::F32);
         let eps = randn(rng, mean.dims(), &mean.device());
@@ -206,6 +216,37 @@ impl Pipeline {
             ));
         }
         Ok(())
+    }
+
+    /// The memory a call of `task` with `req` needs on this pipeline's device, fitted to its
+    /// limits ([`memory::plan`]): a call that cannot fit is refused (422, naming the size and the
+    /// limit) before anything runs.
+    pub fn plan_call(&self, task: &Task<'_>, req: &Request) -> Result<MemoryPlan, PipelineError> {
+        let (image, inpaint) = match task {
+            Task::ImageToImage { image } => (*image, false),
+            Task::Inpaint { image, .. } => (*image, true),
+        };
+        let (width, height) = self.size(req, image, inpaint)?;
+        self.memory_plan(width, height, req.num_images, req.guidance_scale > 1.0)
+    }
+
+    /// [`memory::plan`] for this pipeline's model and device.
+    pub fn memory_plan(
+        &self,
+        width: u32,
+        height: u32,
+        images: usize,
+        guidance: bool,
+    ) -> Result<MemoryPlan, PipelineError> {
+        let model = ModelShape {
+            unet: &self.unet.plan,
+            vae: &self.vae.config,
+            unet_value: self.precision.dtype().size() as u64,
+            upcast_attention: self.unet.upcast_attention,
+            weights: self.weights_bytes,
+        };
+        memory::plan(&model, width, height, images, guidance, self.limits)
+            .map_err(|e| PipelineError::input("image_size", e.0))
     }
 
     /// The generation size for a task.
@@ -261,6 +302,7 @@ impl Pipeline {
         let (width, height) = self.size(req, image, inpaint)?;
         let n = req.num_images;
         let cfg = req.guidance_scale > 1.0;
+        let memory = self.memory_plan(width, height, n, cfg)?;
 
         // Text.
         let (cond, uncond) = self.conditioning(req, cfg)?;
@@ -276,6 +318,7 @@ impl Pipeline {
         let (latents, image_latents, noise) = self.prepare_latents(
             init.clone(),
             inpaint,
+            memory.encode.split,
             shape,
             &scheduler,
             &strength,
@@ -284,7 +327,7 @@ impl Pipeline {
         let (mask_inputs, composite_mask) = match mask {
             Some(mask) => {
                 let (inputs, m) =
-                    self.prepare_mask_latents(mask, init, req, (width, height), &mut rng);
+                    self.prepare_mask_latents(mask, init, req, (width, height), &memory, &mut rng);
                 (Some(inputs), Some(m))
             }
             None => (None, None),
@@ -307,7 +350,9 @@ impl Pipeline {
                 on_step,
             )
             .await?;
-        let mut images = self.decode_latents(latents, n, width, height).await?;
+        let mut images = self
+            .decode_latents(latents, memory.decode.split, width, height)
+            .await?;
         if let (true, Some(m)) = (req.mask_options.composite, &composite_mask) {
             let m = blur_mask(m, width, height, req.mask_options.blur);
             let original = resize_rgb(to_rgb(image), width, height);
@@ -363,6 +408,7 @@ impl Pipeline {
         &self,
         init: Tensor<4>,
         inpaint: bool,
+        encode: VaeSplit,
         shape: [usize; 4],
         scheduler: &Scheduler<Tensor<4>>,
         strength: &StrengthSchedule,
@@ -370,7 +416,7 @@ impl Pipeline {
     ) -> Result<(Tensor<4>, Option<Tensor<4>>, Tensor<4>), PipelineError> {
         let (device, n, begin) = (&self.device, shape[0], strength.begin_index);
         if !inpaint {
-            let s = repeat_batch(self.encode_sample(init, rng), n);
+            let s = repeat_batch(self.encode_sample(init, encode, rng), n);
             let noise = randn(rng, shape, device);
             let latents = scheduler.add_noise(&s, &noise, begin).map_err(sched_err)?;
             return Ok((latents, Some(s), noise));
@@ -378,7 +424,7 @@ impl Pipeline {
         let nine = self.unet.plan.in_channels == 9;
         let needs_image_latents = !nine || !strength.is_strength_max;
         let image_latents =
-            needs_image_latents.then(|| repeat_batch(self.encode_sample(init, rng), n));
+            needs_image_latents.then(|| repeat_batch(self.encode_sample(init, encode, rng), n));
         let noise = randn(rng, shape, device);
         let latents = match &image_latents {
             Some(s) if !strength.is_strength_max => {
@@ -398,6 +444,7 @@ impl Pipeline {
         init: Tensor<4>,
         req: &Request,
         (width, height): (u32, u32),
+        memory: &MemoryPlan,
         rng: &mut TorchGenerator,
     ) -> ((Tensor<4>, Tensor<4>), Vec<f32>) {
         let (device, f, n) = (&self.device, self.vae_scale_factor(), req.num_images);
@@ -410,7 +457,7 @@ impl Pipeline {
         }
         let keep: Vec<f32> = m.iter().map(|&v| if v < 0.5 { 1.0 } else { 0.0 }).collect();
         let masked = init * mask_tensor(&keep, width, height, device);
-        let masked_latents = repeat_batch(self.encode_sample(masked, rng), n);
+        let masked_latents = repeat_batch(self.encode_sample(masked, memory.encode.split, rng), n);
         let lmask = match cells {
             Some(c) => mask_tensor(&c, width / f, height / f, device),
             None => latent_mask(&m, width, height, f, device),
@@ -509,18 +556,29 @@ impl Pipeline {
         Ok(latents)
     }
 
-    /// The latents through the VAE's decoder, read back as `n` images of `width`×`height`.
+    /// The latents through the VAE's decoder — whole, image by image or in tiles, as planned —
+    /// read back as images of `width`×`height`.
     async fn decode_latents(
         &self,
         latents: Tensor<4>,
-        n: usize,
+        split: VaeSplit,
         width: u32,
         height: u32,
     ) -> Result<Vec<RgbImage>, PipelineError> {
-        let decoded = self
-            .vae
-            .decode(latents.div_scalar(self.vae.config.scaling_factor as f32))
-            .cast(FloatDType::F32);
+        let n = latents.dims()[0];
+        let latents = latents.div_scalar(self.vae.config.scaling_factor as f32);
+        let one = |i: usize| latents.clone().narrow(0, i, 1);
+        let decoded = match split {
+            VaeSplit::Whole => self.vae.decode(latents.clone()),
+            VaeSplit::OneByOne => Tensor::cat((0..n).map(|i| self.vae.decode(one(i))).collect(), 0),
+            VaeSplit::Tiled(tiling) => Tensor::cat(
+                (0..n)
+                    .map(|i| self.vae.decode_tiled(one(i), tiling))
+                    .collect(),
+                0,
+            ),
+        }
+        .cast(FloatDType::F32);
         let data = decoded.into_data_async().await.map_err(|e| {
             readback_failed("reading the image back", e.is_device_poisoned(), e.reason())
         })?;

@@ -27,6 +27,9 @@ pub struct LoadOptions {
     /// The largest buffer the device binds, in bytes (a GPU's limit): a model with a larger
     /// tensor is refused by [`Pipeline::plan`], before anything is loaded.
     pub buffer_limit: Option<u64>,
+    /// The device's memory in bytes, where known: a call whose planned peak exceeds it is refused
+    /// before it starts ([`super::memory::plan`]).
+    pub memory_limit: Option<u64>,
 }
 
 fn config_err(what: &str, e: impl std::fmt::Display) -> PipelineError {
@@ -275,6 +278,18 @@ impl Pipeline {
         )
         .map_err(|e| config_err("scheduler/scheduler_config.json", e))?;
 
+        let value = |p: Precision| p.dtype().size() as u64;
+        let weights_bytes = plan
+            .components()
+            .map(|c| {
+                let precision = if c.component == "vae" {
+                    vae_precision
+                } else {
+                    precision
+                };
+                c.numel() * value(precision)
+            })
+            .sum();
         let scale = 1u32 << (vae.config.block_out_channels.len().max(1) - 1);
         let (sw, sh) =
             sample_size(&unet_config).unwrap_or(if sdxl { (128, 128) } else { (64, 64) });
@@ -291,6 +306,12 @@ impl Pipeline {
             scheduler_config,
             requires_aesthetics_score: flag("requires_aesthetics_score", false),
             default_size: (sw * scale, sh * scale),
+            precision,
+            weights_bytes,
+            limits: super::memory::DeviceLimits {
+                buffer: options.buffer_limit,
+                memory: options.memory_limit,
+            },
         })
     }
 }

@@ -6,6 +6,7 @@ pub mod generate;
 pub mod image;
 mod latents;
 pub mod load;
+pub mod memory;
 pub mod prompt;
 pub mod text;
 
@@ -59,6 +60,12 @@ pub struct Pipeline {
     pub requires_aesthetics_score: bool,
     /// `unet.sample_size × vae_scale_factor`: the inpainting pipelines' default (width, height).
     pub default_size: (u32, u32),
+    /// The precision the text encoders and the UNet compute in.
+    pub precision: crate::weights::store::Precision,
+    /// Every component's weights on the device, in bytes.
+    pub weights_bytes: u64,
+    /// The device's limits, which every call is planned to fit ([`memory::plan`]).
+    pub limits: memory::DeviceLimits,
 }
 
 impl Pipeline {

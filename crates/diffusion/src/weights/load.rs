@@ -40,6 +40,15 @@ pub struct ComponentFiles {
 }
 
 impl ComponentFiles {
+    /// How many values its tensors hold.
+    pub fn numel(&self) -> u64 {
+        self.files
+            .iter()
+            .flat_map(|(_, h)| &h.tensors)
+            .map(|t| t.numel() as u64)
+            .sum()
+    }
+
     /// The tensor with the most elements, and the file it is in.
     pub fn largest(&self) -> Option<(&str, &TensorInfo)> {
         self.files

@@ -114,6 +114,7 @@ impl Host for ServerHost {
             precision: engine.precision,
             variant: call.variant.clone(),
             buffer_limit: engine.buffer_limit,
+            ..LoadOptions::default()
         };
         let device = engine.device.clone();
         let handle = tokio::runtime::Handle::current();

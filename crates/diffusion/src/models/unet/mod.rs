@@ -19,6 +19,8 @@ use crate::weights::{WeightsError, store::Weights};
 
 pub struct UNet2DConditionModel {
     pub plan: UNetPlan,
+    /// Attention scores in f32 whatever the precision (`upcast_attention`).
+    pub upcast_attention: bool,
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
     add_embedding: Option<TimestepEmbedding>,
@@ -135,6 +137,7 @@ impl UNet2DConditionModel {
         let conv_out = Conv2d::load(w, "conv_out", c0, plan.out_channels, 3, 1, 1)?;
         Ok(UNet2DConditionModel {
             plan,
+            upcast_attention: upcast,
             conv_in,
             time_embedding,
             add_embedding,
