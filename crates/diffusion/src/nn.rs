@@ -289,6 +289,32 @@ impl GroupNorm {
 /// matrix at 1024² and the VAE's 1 GiB one never exist whole on a GPU.
 pub const ATTENTION_SCORE_BYTES: u64 = 64 << 20;
 
+/// The most bytes a feed-forward's inner activations (GEGLU's projection, 8 × the channels per
+/// token) take at once on a GPU: more tokens than fit go through a chunk at a time (diffusers'
+/// `enable_forward_chunking`; exact, as each token's feed-forward is its own).
+pub const FEED_FORWARD_BYTES: u64 = 64 << 20;
+
+/// How many tokens one chunk of a GEGLU feed-forward over `dim` channels takes within
+/// [`FEED_FORWARD_BYTES`]: at least one, at most all `tokens`.
+pub fn feed_forward_rows(batch: usize, tokens: usize, dim: usize, element: u64) -> usize {
+    let per_token = (batch * 8 * dim) as u64 * element;
+    ((FEED_FORWARD_BYTES / per_token.max(1)) as usize).clamp(1, tokens.max(1))
+}
+
+/// `f` over `x` (`[batch, tokens, dim]`) `rows` tokens at a time, the outputs joined along the
+/// tokens: `f(x)` itself for any `f` that treats each token on its own (a feed-forward).
+pub fn in_token_chunks(x: Tensor<3>, rows: usize, f: impl Fn(Tensor<3>) -> Tensor<3>) -> Tensor<3> {
+    let n = x.dims()[1];
+    if rows == 0 || rows >= n {
+        return f(x);
+    }
+    let chunks: Vec<Tensor<3>> = (0..n)
+        .step_by(rows)
+        .map(|start| f(x.clone().narrow(1, start, rows.min(n - start))))
+        .collect();
+    Tensor::cat(chunks, 1)
+}
+
 /// How many query rows one block of [`attention_blocked`] takes so that its scores
 /// (`batch · heads · rows · keys` values of `element` bytes) stay within `max_bytes`: at least
 /// one row, at most all `n`.

@@ -309,23 +309,24 @@ fn the_memory_planner_fits_the_real_models_to_a_buffer_limit_or_says_why_not() {
         let p = plan(&model, 1024, 1024, 4, true, big).unwrap();
         assert_eq!(p.decode.split, VaeSplit::OneByOne, "{p}");
     }
-    // At 2048² in f32 the UNet's own activations outgrow 256 MiB: refused, with the reason.
+    // At 2048² in f32 the UNet's whole batch (guidance's two halves) outgrows 256 MiB: it runs
+    // one batch row at a time; under 128 MiB even one row does not fit: refused, with the reason.
     let model = shape(&sdxl_unet, &sdxl_vae, 4, sdxl_f16);
-    let e = plan(
-        &model,
-        2048,
-        2048,
-        1,
-        true,
-        DeviceLimits {
-            buffer: Some(256 * MIB),
-            memory: None,
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let limit = |mib: u64| DeviceLimits {
+        buffer: Some(mib * MIB),
+        memory: None,
+    };
+    let p = plan(&model, 2048, 2048, 1, true, limit(256)).unwrap();
+    assert_eq!(p.unet_rows, 1, "{p}");
+    assert!(p.unet.bytes <= 256 * MIB, "{p}");
+    let e = plan(&model, 2048, 2048, 1, true, limit(128))
+        .unwrap_err()
+        .to_string();
     assert!(
-        e.contains("2048×2048") && e.contains("the UNet") && e.contains("256 MiB"),
+        e.contains("2048×2048")
+            && e.contains("the UNet")
+            && e.contains("even one batch row at a time")
+            && e.contains("128 MiB"),
         "{e}"
     );
     // A device's memory is a limit too: SDXL in f32 holds 10 GB of weights.

@@ -64,8 +64,15 @@ impl GegluFeedForward {
         })
     }
 
+    /// On a GPU, tokens a chunk at a time when the whole inner activation would exceed
+    /// [`crate::nn::FEED_FORWARD_BYTES`].
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.out.forward(self.proj.geglu(x))
+        let [b, n, dim] = x.dims();
+        let rows = crate::nn::feed_forward_rows(b, n, dim, x.dtype().size() as u64);
+        if crate::device::is_cpu(&x.device()) {
+            return self.out.forward(self.proj.geglu(x));
+        }
+        crate::nn::in_token_chunks(x, rows, |part| self.out.forward(self.proj.geglu(part)))
     }
 }
 

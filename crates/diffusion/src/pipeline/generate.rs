@@ -346,6 +346,7 @@ impl Pipeline {
                 &context,
                 added.as_ref(),
                 req,
+                memory.unet_rows,
                 &mut rng,
                 on_step,
             )
@@ -478,6 +479,7 @@ impl Pipeline {
         context: &Tensor<3>,
         added: Option<&AddedConditions>,
         req: &Request,
+        unet_rows: usize,
         rng: &mut TorchGenerator,
         on_step: &mut dyn FnMut(StepProgress, &Tensor<4>) -> bool,
     ) -> Result<Tensor<4>, PipelineError> {
@@ -521,7 +523,7 @@ impl Pipeline {
             };
             let out = self
                 .unet
-                .forward(input, &[t], context, added)?
+                .forward_in_slices(input, &[t], context, added, unet_rows)?
                 .cast(FloatDType::F32);
             let noise_pred = if cfg {
                 let u = out.clone().narrow(0, 0, n);

@@ -4,17 +4,19 @@
 //!
 //! The figures are the engine's own tensors, counted from the model's configs (no weights are
 //! needed): the UNet's activations and skip concatenations (their group norms in f32), its
-//! feed-forward's GEGLU projection, its attention scores (never more than
+//! feed-forward's GEGLU projection (a chunk of tokens at a time within
+//! [`crate::nn::FEED_FORWARD_BYTES`]), its attention scores (never more than
 //! [`ATTENTION_SCORE_BYTES`] a dispatch: they are computed a block of query rows at a time, see
 //! [`crate::nn::attention`]), and the VAE's activations at full resolution. A device's buffer
-//! limit is met by decoding image by image and then in tiles (diffusers' VAE tiling); what still
-//! does not fit, and a call whose peak exceeds a known memory size, is refused before it starts.
+//! limit is met by running the UNet one batch row at a time, by decoding image by image and then
+//! in tiles (diffusers' VAE tiling); what still does not fit, and a call whose peak exceeds a
+//! known memory size, is refused before it starts.
 
 use std::fmt;
 
 use crate::models::unet::config::{BlockKind, UNetPlan};
 use crate::models::vae::{Tiling, VaeConfig};
-use crate::nn::{ATTENTION_SCORE_BYTES, attention_rows};
+use crate::nn::{ATTENTION_SCORE_BYTES, attention_rows, feed_forward_rows};
 
 /// The tokens of a CLIP prompt: the length of the cross-attention's keys.
 const PROMPT_TOKENS: u64 = 77;
@@ -93,6 +95,9 @@ pub struct MemoryPlan {
     pub scale: u64,
     pub weights: u64,
     pub unet: Buffer,
+    /// The UNet's batch rows per forward pass: 0 for the whole batch (guidance's two halves and
+    /// every image together), 1 when the whole batch would not fit the buffer limit.
+    pub unet_rows: usize,
     pub encode: VaePass,
     pub decode: VaePass,
     /// Weights plus the working set of the hungriest phase (an estimate).
@@ -111,6 +116,13 @@ impl MemoryPlan {
     /// A line for the log, when the plan split anything: what, and why.
     pub fn splits(&self) -> Option<String> {
         let mut parts = Vec::new();
+        if self.unet_rows > 0 {
+            parts.push(format!(
+                "the UNet on {} batch row{} at a time",
+                self.unet_rows,
+                if self.unet_rows == 1 { "" } else { "s" }
+            ));
+        }
         for (name, pass) in [("encode", &self.encode), ("decode", &self.decode)] {
             match pass.split {
                 VaeSplit::Whole => {}
@@ -197,9 +209,10 @@ pub fn unet_largest(model: &ModelShape, batch: u64, h: u64, w: u64) -> Buffer {
             || plan.up[n - 1 - i] == BlockKind::CrossAttn
             || i == n - 1;
         if attention {
+            let rows = feed_forward_rows(batch as usize, tokens as usize, c as usize, e) as u64;
             buffers.push(Buffer::new(
-                format!("the UNet's feed-forward at {lw}×{lh}"),
-                batch * tokens * 8 * c * e,
+                format!("a chunk of the UNet's feed-forward at {lw}×{lh}"),
+                batch * rows * 8 * c * e,
             ));
             let heads = plan.heads[i].max(1) as u64;
             let score = if model.upcast_attention { 4 } else { e };
@@ -368,15 +381,26 @@ pub fn plan(
     let scale = 1u64 << (model.vae.block_out_channels.len().max(1) - 1);
     let (w, h) = (u64::from(width), u64::from(height));
     let batch = images as u64 * if guidance { 2 } else { 1 };
-    let unet = unet_largest(model, batch, h / scale, w / scale);
+    let whole_batch = unet_largest(model, batch, h / scale, w / scale);
+    let (unet, unet_rows) = match limits.buffer {
+        Some(limit) if whole_batch.bytes > limit && batch > 1 => {
+            (unet_largest(model, 1, h / scale, w / scale), 1)
+        }
+        _ => (whole_batch, 0),
+    };
     if let Some(limit) = limits.buffer
         && unet.bytes > limit
     {
         return Err(DoesNotFit(format!(
-            "{width}×{height} with {images} image{}: the UNet needs {} in one buffer ({}) and this device binds at most {}: ask for a smaller size or fewer images",
+            "{width}×{height} with {images} image{}: the UNet needs {} in one buffer ({}{}) and this device binds at most {}: ask for a smaller size or fewer images",
             if images == 1 { "" } else { "s" },
             mib(unet.bytes),
             unet.what,
+            if unet_rows == 1 {
+                ", even one batch row at a time"
+            } else {
+                ""
+            },
             mib(limit)
         )));
     }
@@ -420,6 +444,7 @@ pub fn plan(
         scale,
         weights: model.weights,
         unet,
+        unet_rows,
         encode,
         decode,
         peak,

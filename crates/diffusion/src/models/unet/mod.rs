@@ -152,6 +152,43 @@ impl UNet2DConditionModel {
     /// Predicts the noise (or v) for `sample` `[batch, in_channels, h, w]` at `timesteps` (one per
     /// batch element, or one for all), given the text embeddings `[batch, tokens, dim]` and, for
     /// SDXL, the added conditions.
+    /// [`UNet2DConditionModel::forward`] on `rows` batch rows at a time (the memory planner's
+    /// choice when the whole batch's activations outgrow a device's buffers): the rows are
+    /// independent, so the result is the whole batch's.
+    pub fn forward_in_slices(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        encoder_hidden_states: &Tensor<3>,
+        added: Option<&AddedConditions>,
+        rows: usize,
+    ) -> Result<Tensor<4>, WeightsError> {
+        let batch = sample.dims()[0];
+        if rows == 0 || rows >= batch {
+            return self.forward(sample, timesteps, encoder_hidden_states, added);
+        }
+        let mut outs = Vec::with_capacity(batch.div_ceil(rows));
+        for start in (0..batch).step_by(rows) {
+            let len = rows.min(batch - start);
+            let ts: &[f32] = if timesteps.len() == batch {
+                &timesteps[start..start + len]
+            } else {
+                timesteps
+            };
+            let added = added.map(|a| AddedConditions {
+                text_embeds: a.text_embeds.clone().narrow(0, start, len),
+                time_ids: a.time_ids[start..start + len].to_vec(),
+            });
+            outs.push(self.forward(
+                sample.clone().narrow(0, start, len),
+                ts,
+                &encoder_hidden_states.clone().narrow(0, start, len),
+                added.as_ref(),
+            )?);
+        }
+        Ok(Tensor::cat(outs, 0))
+    }
+
     pub fn forward(
         &self,
         sample: Tensor<4>,
