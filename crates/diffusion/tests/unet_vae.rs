@@ -146,8 +146,8 @@ fn blocked_attention_equals_the_whole_score_matrix() {
         assert_eq!(attention_rows(b, heads, n, m, 4, bound), 5);
         let blocked = attention_blocked(q, k, v, heads, false, bound);
         let (whole, blocked): (Vec<f32>, Vec<f32>) = (
-            whole.into_data().to_vec().unwrap(),
-            blocked.into_data().to_vec().unwrap(),
+            whole.into_data().try_to_vec::<f32>().unwrap(),
+            blocked.into_data().try_to_vec::<f32>().unwrap(),
         );
         let err = common::relative_error(&blocked, &whole);
         assert!(err < 1e-6, "{name}: blocked attention differs by {err}");
@@ -196,7 +196,7 @@ fn vae_tiling_gives_diffusers_tiled_outputs() {
         );
         let decoded = vae.decode_tiled(refs["latents"].tensor::<4>(&device), tiling);
         assert_eq!(decoded.dims(), [1, 3, 96, 96]);
-        let values: Vec<f32> = decoded.clone().into_data().to_vec().unwrap();
+        let values: Vec<f32> = decoded.clone().into_data().try_to_vec::<f32>().unwrap();
         common::assert_close(
             &format!("tiled decode on {name}"),
             decoded,
@@ -242,8 +242,11 @@ fn a_feed_forward_in_token_chunks_is_the_whole_one() {
             let half = 4 * dim;
             h.clone().narrow(2, 0, half) * activation::gelu(h.narrow(2, half, half))
         };
-        let whole: Vec<f32> = ff(x.clone()).into_data().to_vec().unwrap();
-        let chunked: Vec<f32> = in_token_chunks(x, 5, ff).into_data().to_vec().unwrap();
+        let whole: Vec<f32> = ff(x.clone()).into_data().try_to_vec::<f32>().unwrap();
+        let chunked: Vec<f32> = in_token_chunks(x, 5, ff)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(chunked.len(), whole.len());
         assert!(
             common::relative_error(&chunked, &whole) < 1e-6,
