@@ -166,7 +166,7 @@ fn engine_bench(ctx: &Ctx, args: &[&str]) -> Result<Vec<String>> {
 }
 
 /// The Python with torch and diffusers that `tests/fixtures/make_fixtures.py` uses, if any.
-fn torch_python() -> Option<std::path::PathBuf> {
+pub(crate) fn torch_python() -> Option<std::path::PathBuf> {
     let candidates = [
         std::env::var_os("FRESCO_TORCH_PYTHON").map(std::path::PathBuf::from),
         Some(crate::util::home().join(".cache/fresco/venv/bin/python")),

@@ -28,6 +28,9 @@
 //!   behaviour of a full queue;
 //! - `cargo xtask bench engine [--sizes 32,64] [--runs 3]`: UNet forward times on the CPU, wgpu
 //!   (f32, f16) and PyTorch, and the loader's peak memory on an SDXL-sized checkpoint;
+//! - `cargo xtask bench real [--runs sdxl-inpaint:512,sdxl-inpaint:1024,sd15-inpaint:512]
+//!   [--steps 3]`: the real models' layouts at their real size (`fixtures real`), ours next to
+//!   diffusers on the CPU phase by phase, peak memory, goals, and the PSNR between the images;
 //! - `cargo xtask bench size`: the gzip size of the npm module's client (wasm + JS) next to
 //!   `@fal-ai/client` bundled with its dependencies.
 
@@ -38,6 +41,7 @@ mod demo;
 mod fixtures;
 mod load;
 mod npm;
+mod real_bench;
 mod setup;
 mod site;
 mod size;
@@ -61,6 +65,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench load [--requests 1000] [--clients 1,16,64,256] [--inpaint-requests 16] [--inpaint-clients 1,8]
   bench pipeline [--sizes 32,64,128] [--mid-sizes 256,512] [--mid-wgpu-sizes 256] [--steps 10] [--runs 2]
   bench engine [--sizes 32,64] [--runs 3]
+  bench real [--runs sdxl-inpaint:512,sdxl-inpaint:1024,sd15-inpaint:512] [--steps 3]
   bench browser [--steps 4] [--mid-size 128]
   bench size";
 
@@ -158,6 +163,13 @@ fn main() -> ExitCode {
                 )
             }
             Some("size") => size::size_bench(&ctx),
+            Some("real") => real_bench::real(
+                &ctx,
+                value("--runs")
+                    .as_deref()
+                    .unwrap_or("sdxl-inpaint:512,sdxl-inpaint:1024,sd15-inpaint:512"),
+                value("--steps").and_then(|v| v.parse().ok()).unwrap_or(3),
+            ),
             other => Err(format!("unknown benchmark {other:?}\n{USAGE}")),
         },
         _ => Err(USAGE.into()),

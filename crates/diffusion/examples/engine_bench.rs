@@ -78,11 +78,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("rss") => rss(&arg(&args, "--out").ok_or("--out FILE")?),
         Some("pipeline") => pipeline(&args),
         Some("phases") => phases(&args),
+        Some("real") => real(&args),
         Some("load") => load(
             &arg(&args, "--device").unwrap_or_else(|| "wgpu".into()),
             &arg(&args, "--out").ok_or("--out FILE")?,
         ),
-        _ => Err("usage: engine_bench phases --model DIR --device D [--size PX] [--steps 4] | unet --device cpu|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | gemm | rss --out FILE | load --device D --out FILE | pipeline --model DIR --device D [--sizes ..] [--steps N] [--runs N]".into()),
+        _ => Err("usage: engine_bench real --model DIR [--variant fp16] [--size PX] [--steps 3] [--out PNG] [--compare PNG] | phases --model DIR --device D [--size PX] [--steps 4] | unet --device cpu|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | gemm | rss --out FILE | load --device D --out FILE | pipeline --model DIR --device D [--sizes ..] [--steps N] [--runs N]".into()),
     }
 }
 
@@ -667,6 +668,147 @@ fn phases(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             cold.len(),
             cold.first().copied().unwrap_or(f64::NAN),
             warm.first().copied().unwrap_or(f64::NAN),
+        );
+        Ok(())
+    })
+}
+
+/// `cargo xtask bench real`'s side of ours: one inpainting on the CPU in f32 from a real-layout
+/// checkpoint (its `--variant` files widened), timed phase by phase as
+/// `tests/bench/real_torch.py` times diffusers': load, text encoding, the image's and the masked
+/// image's VAE encodes, each step, the VAE decode, the whole call; the process's peak resident
+/// memory; and, with `--compare`, the PSNR of our image against another (diffusers').
+fn real(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    use fresco_diffusion::pipeline::generate::Phase;
+    use fresco_diffusion::pipeline::image::{OutputFormat, decode, encode};
+    use fresco_diffusion::pipeline::load::LoadOptions;
+    use fresco_diffusion::pipeline::{Pipeline, Request, Task};
+    use fresco_diffusion::weights::hub::{HubOptions, RepoFiles};
+    use fresco_diffusion::weights::progress;
+    use fresco_diffusion::weights::repo::RepoLocation;
+
+    let model = arg(args, "--model").ok_or("--model DIR")?;
+    let size: Option<u32> = arg(args, "--size").map(|r| r.parse()).transpose()?;
+    let steps: usize = arg(args, "--steps").map_or(Ok(3), |r| r.parse())?;
+    let (image, mask) = bench_inputs()?;
+    let device = device("cpu")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let files = RepoFiles::new(
+            RepoLocation::parse(&model)?,
+            HubOptions::from_env(),
+            progress::quiet(),
+        )?;
+        let options = LoadOptions {
+            precision: Some(Precision::F32),
+            variant: arg(args, "--variant"),
+            ..LoadOptions::default()
+        };
+        let t = Instant::now();
+        let pipe = Pipeline::load(&files, &device, &options, &mut |_| {}).await?;
+        let load = t.elapsed().as_secs_f64();
+        let mut req = Request::new(BENCH_PROMPT, 0);
+        req.num_inference_steps = steps;
+        req.size = size.map(|s| (s, s));
+        let t = Instant::now();
+        let mut marks: Vec<(Option<Phase>, f64)> = Vec::new();
+        let marks_cell = std::cell::RefCell::new(&mut marks);
+        let task = Task::Inpaint {
+            image: &image,
+            mask: &mask,
+        };
+        let out = pipe
+            .generate_with_phases(
+                task,
+                &req,
+                &mut |_, _| {
+                    marks_cell.borrow_mut().push((None, t.elapsed().as_secs_f64()));
+                    true
+                },
+                &mut |phase| {
+                    marks_cell
+                        .borrow_mut()
+                        .push((Some(phase), t.elapsed().as_secs_f64()));
+                },
+            )
+            .await?;
+        let total = t.elapsed().as_secs_f64();
+        // When each phase ended, from the call's start.
+        let phase = |want: Phase| -> f64 {
+            marks
+                .iter()
+                .find(|(p, _)| *p == Some(want))
+                .map_or(f64::NAN, |m| m.1)
+        };
+        let text = phase(Phase::TextEncoded);
+        let latents = phase(Phase::LatentsPrepared);
+        let masked = phase(Phase::MaskEncoded);
+        let decoded = phase(Phase::Decoded);
+        let step_marks: Vec<f64> = marks.iter().filter(|m| m.0.is_none()).map(|m| m.1).collect();
+        let mut step_times: Vec<f64> = Vec::new();
+        let mut last = masked;
+        for &m in &step_marks {
+            step_times.push(m - last);
+            last = m;
+        }
+        let first_step = step_times.first().copied().unwrap_or(f64::NAN);
+        let mut sorted = step_times.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
+        let png = encode(&out.images[0], OutputFormat::Png)?;
+        if let Some(path) = arg(args, "--out") {
+            std::fs::write(&path, &png)?;
+        }
+        let psnr = match arg(args, "--compare") {
+            Some(path) => {
+                let theirs = decode(&std::fs::read(&path)?, "compare")?.to_rgb8();
+                let ours = &out.images[0];
+                if theirs.dimensions() != ours.dimensions() {
+                    return Err(format!(
+                        "--compare {path}: {:?}, ours {:?}",
+                        theirs.dimensions(),
+                        ours.dimensions()
+                    )
+                    .into());
+                }
+                let mse = ours
+                    .as_raw()
+                    .iter()
+                    .zip(theirs.as_raw())
+                    .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                    .sum::<f64>()
+                    / ours.as_raw().len() as f64;
+                if mse == 0.0 {
+                    f64::INFINITY
+                } else {
+                    10.0 * (255.0f64 * 255.0 / mse).log10()
+                }
+            }
+            None => f64::NAN,
+        };
+        let json_num = |v: f64| {
+            if v.is_finite() {
+                format!("{v:.3}")
+            } else if v == f64::INFINITY {
+                "1e9".into()
+            } else {
+                "null".into()
+            }
+        };
+        println!(
+            "{{\"size\":{},\"load\":{},\"text\":{},\"encode_image\":{},\"encode_masked\":{},\"first_step\":{},\"step\":{},\"steps\":{},\"decode\":{},\"total\":{},\"peak_rss_mib\":{},\"psnr\":{}}}",
+            out.width,
+            json_num(load),
+            json_num(text),
+            json_num(latents - text),
+            json_num(masked - latents),
+            json_num(first_step),
+            json_num(median),
+            step_times.len(),
+            json_num(decoded - last),
+            json_num(total),
+            json_num(status_kib("VmHWM:") as f64 / 1024.0),
+            json_num(psnr),
         );
         Ok(())
     })

@@ -109,6 +109,23 @@ pub struct StepProgress {
     pub total: usize,
 }
 
+/// The end of a phase of a generation, in order ([`Pipeline::generate_with_phases`]): what a
+/// benchmark times (natively; on a GPU a phase's end is when its work was queued, except the
+/// steps and the decode, which read back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The prompts encoded (and SDXL's added conditions).
+    TextEncoded,
+    /// The starting latents: the image through the VAE's encoder where the task needs it, and
+    /// the noise.
+    LatentsPrepared,
+    /// Inpainting: the masked image through the VAE's encoder, and the mask at the latent size.
+    /// (The steps that follow are told by `on_step`.)
+    MaskEncoded,
+    /// The latents through the VAE's decoder, read back as images.
+    Decoded,
+}
+
 /// The result: `num_images` images of `width × height`, and the seed they came from.
 pub struct Generated {
     pub images: Vec<RgbImage>,
@@ -293,6 +310,18 @@ impl Pipeline {
         req: &Request,
         on_step: &mut dyn FnMut(StepProgress, &Tensor<4>) -> bool,
     ) -> Result<Generated, PipelineError> {
+        self.generate_with_phases(task, req, on_step, &mut |_| {})
+            .await
+    }
+
+    /// [`Pipeline::generate`], telling `on_phase` as each [`Phase`] ends.
+    pub async fn generate_with_phases(
+        &self,
+        task: Task<'_>,
+        req: &Request,
+        on_step: &mut dyn FnMut(StepProgress, &Tensor<4>) -> bool,
+        on_phase: &mut dyn FnMut(Phase),
+    ) -> Result<Generated, PipelineError> {
         let (image, mask) = match task {
             Task::ImageToImage { image } => (image, None),
             Task::Inpaint { image, mask } => (image, Some(mask)),
@@ -308,6 +337,7 @@ impl Pipeline {
         let (cond, uncond) = self.conditioning(req, cfg)?;
         let context = batch_context(&cond, uncond.as_ref(), n);
         let added = self.added_conditions(&cond, uncond.as_ref(), n, width, height, req)?;
+        on_phase(Phase::TextEncoded);
 
         let (mut scheduler, strength) = self.prepare_timesteps(req, inpaint)?;
         // Every random draw from here on comes from this generator, in diffusers' order.
@@ -324,10 +354,12 @@ impl Pipeline {
             &strength,
             &mut rng,
         )?;
+        on_phase(Phase::LatentsPrepared);
         let (mask_inputs, composite_mask) = match mask {
             Some(mask) => {
                 let (inputs, m) =
                     self.prepare_mask_latents(mask, init, req, (width, height), &memory, &mut rng);
+                on_phase(Phase::MaskEncoded);
                 (Some(inputs), Some(m))
             }
             None => (None, None),
@@ -354,6 +386,7 @@ impl Pipeline {
         let mut images = self
             .decode_latents(latents, memory.decode.split, width, height)
             .await?;
+        on_phase(Phase::Decoded);
         if let (true, Some(m)) = (req.mask_options.composite, &composite_mask) {
             let m = blur_mask(m, width, height, req.mask_options.blur);
             let original = resize_rgb(to_rgb(image), width, height);

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""diffusers' side of `cargo xtask bench real`: one inpainting on this CPU in float32 from a
+real-layout checkpoint (`cargo xtask fixtures real`), its fp16 files widened as ours are, with the
+same inputs, prompt, seed, steps and size as `engine_bench real`, timed phase by phase.
+
+    python real_torch.py MODEL_DIR --size 512 --steps 3 --out diffusers.png
+
+prints one JSON line: load, text (encode_prompt), encode_image (prepare_latents: the image's VAE
+encode and the noise), encode_masked (the mask and prepare_mask_latents: the masked image's VAE
+encode), first_step, step (the median), steps, decode (vae.decode), total (the whole call), and
+peak_rss_mib (this process's peak resident memory).
+"""
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from diffusers import DiffusionPipeline
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pipelines"
+# engine_bench's BENCH_PROMPT.
+PROMPT = "a red fox sitting in fresh snow, photo"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--variant", default="fp16")
+    p.add_argument("--out", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    index = json.loads((Path(a.model) / "model_index.json").read_text())
+    extra = {}
+    # The real SD1.5-inpainting lists a safety checker; the fixture, like fal, has none.
+    for name in ("safety_checker", "feature_extractor"):
+        if name in index:
+            extra[name] = None
+    t = time.perf_counter()
+    pipe = DiffusionPipeline.from_pretrained(
+        a.model, torch_dtype=torch.float32, variant=a.variant, **extra
+    )
+    load = time.perf_counter() - t
+    pipe.set_progress_bar_config(disable=True)
+
+    marks = {}
+
+    def marked(name, fn):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            marks[name] = time.perf_counter()
+            return out
+
+        return wrapper
+
+    pipe.encode_prompt = marked("text", pipe.encode_prompt)
+    pipe.prepare_latents = marked("latents", pipe.prepare_latents)
+    pipe.prepare_mask_latents = marked("masked", pipe.prepare_mask_latents)
+    pipe.vae.decode = marked("decoded", pipe.vae.decode)
+    steps = []
+
+    def on_step(pipe_, i, t_, kwargs):
+        steps.append(time.perf_counter())
+        return kwargs
+
+    image = Image.open(FIXTURES / "image32.png")
+    mask = Image.open(FIXTURES / "mask32.png")
+    size = {"height": a.size, "width": a.size} if a.size else {}
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = pipe(
+            prompt=PROMPT,
+            image=image,
+            mask_image=mask,
+            num_inference_steps=a.steps,
+            generator=torch.Generator().manual_seed(0),
+            callback_on_step_end=on_step,
+            **size,
+        ).images[0]
+        total = time.perf_counter() - start
+    if a.out:
+        out.save(a.out)
+    step_times = []
+    last = marks["masked"]
+    for m in steps:
+        step_times.append(m - last)
+        last = m
+    ordered = sorted(step_times)
+    print(
+        json.dumps(
+            {
+                "size": out.width,
+                "load": round(load, 3),
+                "text": round(marks["text"] - start, 3),
+                "encode_image": round(marks["latents"] - marks["text"], 3),
+                "encode_masked": round(marks["masked"] - marks["latents"], 3),
+                "first_step": round(step_times[0], 3),
+                "step": round(ordered[len(ordered) // 2], 3),
+                "steps": len(step_times),
+                "decode": round(marks["decoded"] - last, 3),
+                "total": round(total, 3),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "threads": torch.get_num_threads(),
+            }
+        ),
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
