@@ -17,7 +17,7 @@ const ROWS: [(&str, &str, Option<f64>); 10] = [
     ("VAE encode, image, and noise (s)", "encode_image", None),
     ("VAE encode, masked image (s)", "encode_masked", None),
     ("first step (s)", "first_step", None),
-    ("median step (s)", "step", Some(0.8)),
+    ("median step after the first (s)", "step", Some(0.8)),
     ("VAE decode (s)", "decode", None),
     ("whole call (s)", "total", Some(0.8)),
     ("peak resident memory (MiB)", "peak_rss_mib", Some(1.0)),
