@@ -7,7 +7,7 @@
 use super::Band;
 
 /// `G g Gᵀ` of one filter `g` (`[r][s]`), by position ξ.
-pub(super) fn filter(g: &[f64; 9]) -> Vec<f64> {
+pub(super) fn filter(g: &[f64; 9]) -> [f64; 16] {
     let g = |r: usize, s: usize| g[r * 3 + s];
     // G g: 4×3.
     let gg: [[f64; 3]; 4] = [
@@ -17,16 +17,15 @@ pub(super) fn filter(g: &[f64; 9]) -> Vec<f64> {
         std::array::from_fn(|s| g(2, s)),
     ];
     // (G g) Gᵀ: 4×4.
-    gg.iter()
-        .flat_map(|row| {
-            [
-                row[0],
-                0.5 * (row[0] + row[1] + row[2]),
-                0.5 * (row[0] - row[1] + row[2]),
-                row[2],
-            ]
-        })
-        .collect()
+    std::array::from_fn(|xi| {
+        let row = gg[xi / 4];
+        match xi % 4 {
+            0 => row[0],
+            1 => 0.5 * (row[0] + row[1] + row[2]),
+            2 => 0.5 * (row[0] - row[1] + row[2]),
+            _ => row[2],
+        }
+    })
 }
 
 /// `Bᵀ d B` for the band's tiles of one channel, into its 16 planes `v`.

@@ -29,8 +29,8 @@ const G: [[f64; 3]; IN] = [
 ];
 
 /// `G g Gᵀ` of one filter `g` (`[r][s]`), by position ξ.
-pub(super) fn filter(g: &[f64; 9]) -> Vec<f64> {
-    let mut u = vec![0.0; IN * IN];
+pub(super) fn filter(g: &[f64; 9]) -> [f64; IN * IN] {
+    let mut u = [0.0; IN * IN];
     // G g: IN × 3.
     let gg: [[f64; 3]; IN] = std::array::from_fn(|i| {
         std::array::from_fn(|s| (0..3).map(|r| G[i][r] * g[r * 3 + s]).sum())

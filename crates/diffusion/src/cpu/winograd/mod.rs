@@ -60,19 +60,30 @@ impl Tiling {
     fn filters(self, weight: &[f32], c_out: usize, c_in: usize) -> Vec<PackedB> {
         let xi_count = self.positions();
         let mut u = vec![0.0f32; xi_count * c_out * c_in];
-        for (i, g) in weight.chunks_exact(9).enumerate() {
-            let (o, c) = (i / c_in, i % c_in);
-            let g: [f64; 9] = std::array::from_fn(|k| g[k] as f64);
-            let t = match self {
-                Tiling::F2 => f2::filter(&g),
-                Tiling::F4 => f4::filter(&g),
-            };
-            for (xi, v) in t.into_iter().enumerate() {
-                u[(xi * c_out + o) * c_in + c] = v as f32;
-            }
-        }
+        let u_ptr = SharedMut(u.as_mut_ptr());
+        // One task per output channel: a bank of 1280 × 2560 filters is millions of transforms.
+        weight
+            .par_chunks_exact(9 * c_in)
+            .enumerate()
+            .for_each(|(o, bank)| {
+                let write = |c: usize, t: &[f64]| {
+                    for (xi, v) in t.iter().enumerate() {
+                        // SAFETY: element (ξ, o, c) is below ξ_count·c_out·c_in, and each task
+                        // writes only its own output channel `o`; `u` outlives the join.
+                        unsafe { *u_ptr.ptr().add((xi * c_out + o) * c_in + c) = *v as f32 };
+                    }
+                };
+                for (c, g) in bank.chunks_exact(9).enumerate() {
+                    let g: [f64; 9] = std::array::from_fn(|k| g[k] as f64);
+                    match self {
+                        Tiling::F2 => write(c, &f2::filter(&g)),
+                        Tiling::F4 => write(c, &f4::filter(&g)),
+                    }
+                }
+            });
         let size = c_out * c_in;
         (0..xi_count)
+            .into_par_iter()
             .map(|xi| PackedB::from_transposed(&u[xi * size..(xi + 1) * size], c_in, c_out))
             .collect()
     }
