@@ -347,6 +347,11 @@ fn the_memory_planner_fits_the_real_models_to_a_buffer_limit_or_says_why_not() {
         e.contains("8.00 GiB") && e.contains("of device memory"),
         "{e}"
     );
+    // A side past what the planner's arithmetic (and any device) holds is refused, not computed.
+    let e = plan(&model, 40_000, 512, 1, true, DeviceLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("40000×512") && e.contains("16384"), "{e}");
     // No limits, no splits.
     let p = plan(&model, 2048, 2048, 2, true, DeviceLimits::default()).unwrap();
     assert_eq!(

@@ -20,6 +20,8 @@ use crate::nn::{ATTENTION_SCORE_BYTES, attention_rows, feed_forward_rows};
 
 /// The tokens of a CLIP prompt: the length of the cross-attention's keys.
 const PROMPT_TOKENS: u64 = 77;
+/// The longest side planned (pixels): 16 times SDXL's own.
+pub const MAX_SIDE: u32 = 16384;
 /// The smallest VAE tile tried (pixels): below that the seams outweigh the savings.
 const MIN_TILE: usize = 128;
 
@@ -378,6 +380,12 @@ pub fn plan(
     guidance: bool,
     limits: DeviceLimits,
 ) -> Result<MemoryPlan, DoesNotFit> {
+    // Past this the arithmetic below could overflow; no device holds such a call anyway.
+    if width.max(height) > MAX_SIDE {
+        return Err(DoesNotFit(format!(
+            "{width}×{height}: a side longer than {MAX_SIDE} pixels is more than any device holds"
+        )));
+    }
     let scale = 1u64 << (model.vae.block_out_channels.len().max(1) - 1);
     let (w, h) = (u64::from(width), u64::from(height));
     let batch = images as u64 * if guidance { 2 } else { 1 };
