@@ -165,8 +165,19 @@ fn engine_bench(ctx: &Ctx, args: &[&str]) -> Result<Vec<String>> {
         .collect())
 }
 
+/// [`torch_python`], saying when there is none that the diffusers column is skipped.
+pub(crate) fn diffusers_python() -> Option<std::path::PathBuf> {
+    let python = torch_python();
+    if python.is_none() {
+        println!(
+            "PyTorch is not installed here (FRESCO_TORCH_PYTHON or ~/.cache/fresco/venv): the diffusers column is skipped"
+        );
+    }
+    python
+}
+
 /// The Python with torch and diffusers that `tests/fixtures/make_fixtures.py` uses, if any.
-pub(crate) fn torch_python() -> Option<std::path::PathBuf> {
+fn torch_python() -> Option<std::path::PathBuf> {
     let candidates = [
         std::env::var_os("FRESCO_TORCH_PYTHON").map(std::path::PathBuf::from),
         Some(crate::util::home().join(".cache/fresco/venv/bin/python")),
@@ -350,12 +361,7 @@ pub fn pipeline(
     runs: usize,
 ) -> Result {
     build_benches(ctx)?;
-    let python = torch_python();
-    if python.is_none() {
-        println!(
-            "PyTorch is not installed here (FRESCO_TORCH_PYTHON or ~/.cache/fresco/venv): the diffusers column is skipped"
-        );
-    }
+    let python = diffusers_python();
     let mid = std::env::temp_dir().join(format!("fresco-bench-mid-{}", std::process::id()));
     let mut models: Vec<BenchModel> = ["tiny-sdxl-inpaint", "tiny-sd15-inpaint"]
         .into_iter()

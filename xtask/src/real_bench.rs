@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use crate::bench::{build_benches, field, torch_python};
+use crate::bench::{build_benches, diffusers_python, field};
 use crate::fixtures::{self, Variants};
 use crate::util::{Ctx, Result, output};
 
@@ -41,12 +41,7 @@ pub fn real(ctx: &Ctx, runs: &str, steps: usize) -> Result {
         })
         .collect::<Result<_>>()?;
     build_benches(ctx)?;
-    let python = torch_python();
-    if python.is_none() {
-        println!(
-            "PyTorch is not installed here (FRESCO_TORCH_PYTHON or ~/.cache/fresco/venv): the diffusers column is skipped"
-        );
-    }
+    let python = diffusers_python();
     let scratch = std::env::temp_dir().join(format!("fresco-bench-real-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

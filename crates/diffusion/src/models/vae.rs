@@ -66,6 +66,11 @@ impl VaeConfig {
         }
     }
 
+    /// `2^(blocks − 1)`: pixels per latent (8 for every SD and SDXL VAE).
+    pub fn scale_factor(&self) -> usize {
+        1 << (self.block_out_channels.len().max(1) - 1)
+    }
+
     pub fn from_json(json: &str) -> Result<Self, WeightsError> {
         let c: VaeConfig = crate::weights::parse_config(json, "vae config.json", &[])?;
         let n = c.block_out_channels.len();
@@ -388,9 +393,13 @@ const TILE_OVERLAP: f64 = 0.25;
 impl Tiling {
     /// How many tiles a `width`×`height` image takes.
     pub fn count(&self, width: usize, height: usize, scale: usize) -> usize {
-        let latent = self.tile / scale;
-        let stride = ((latent as f64 * (1.0 - TILE_OVERLAP)) as usize).max(1);
+        let stride = self.latent_stride(scale);
         (height / scale).div_ceil(stride) * (width / scale).div_ceil(stride)
+    }
+
+    /// How far apart the decoder's tiles start, in latents (`scale` pixels per latent).
+    fn latent_stride(&self, scale: usize) -> usize {
+        (((self.tile / scale) as f64 * (1.0 - TILE_OVERLAP)) as usize).max(1)
     }
 }
 
@@ -476,15 +485,10 @@ fn blend_edge(a: &Tensor<4>, b: Tensor<4>, extent: usize, dim: usize) -> Tensor<
 }
 
 impl AutoencoderKL {
-    /// `2^(blocks − 1)`: pixels per latent.
-    pub fn scale_factor(&self) -> usize {
-        1 << (self.config.block_out_channels.len().max(1) - 1)
-    }
-
     /// [`AutoencoderKL::encode`] in tiles (diffusers' `tiled_encode`): the moments of each
     /// `tiling.tile`-pixel tile, blended.
     pub fn encode_tiled(&self, image: Tensor<4>, tiling: Tiling) -> LatentDistribution {
-        let latent = tiling.tile / self.scale_factor();
+        let latent = tiling.tile / self.config.scale_factor();
         let stride = ((tiling.tile as f64 * (1.0 - TILE_OVERLAP)) as usize).max(1);
         let blend = (latent as f64 * TILE_OVERLAP) as usize;
         let moments = tiled(image, tiling.tile, stride, blend, latent - blend, |t| {
@@ -495,8 +499,8 @@ impl AutoencoderKL {
 
     /// [`AutoencoderKL::decode`] in tiles (diffusers' `tiled_decode`).
     pub fn decode_tiled(&self, latents: Tensor<4>, tiling: Tiling) -> Tensor<4> {
-        let latent = tiling.tile / self.scale_factor();
-        let stride = ((latent as f64 * (1.0 - TILE_OVERLAP)) as usize).max(1);
+        let latent = tiling.tile / self.config.scale_factor();
+        let stride = tiling.latent_stride(self.config.scale_factor());
         let blend = (tiling.tile as f64 * TILE_OVERLAP) as usize;
         tiled(latents, latent, stride, blend, tiling.tile - blend, |t| {
             self.decode(t)

@@ -290,7 +290,7 @@ impl Pipeline {
                 c.numel() * value(precision)
             })
             .sum();
-        let scale = 1u32 << (vae.config.block_out_channels.len().max(1) - 1);
+        let scale = vae.config.scale_factor() as u32;
         let (sw, sh) =
             sample_size(&unet_config).unwrap_or(if sdxl { (128, 128) } else { (64, 64) });
         Ok(Pipeline {

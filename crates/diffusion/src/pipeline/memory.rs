@@ -262,8 +262,7 @@ pub fn decode_largest(vae: &VaeConfig, batch: u64, width: u64, height: u64) -> B
         .rev()
         .map(|&c| c as u64)
         .collect();
-    let n = rev.len().max(1);
-    let scale = 1u64 << (n - 1);
+    let scale = vae.scale_factor() as u64;
     let (h, w) = (height / scale, width / scale);
     let mut buffers = vec![attention_scores(batch, h * w, "decoder")];
     for k in 0..rev.len() {
@@ -280,8 +279,7 @@ pub fn decode_largest(vae: &VaeConfig, batch: u64, width: u64, height: u64) -> B
 /// The VAE encoder's largest buffer for `batch` images of `height`×`width` pixels.
 pub fn encode_largest(vae: &VaeConfig, batch: u64, width: u64, height: u64) -> Buffer {
     let ch: Vec<u64> = vae.block_out_channels.iter().map(|&c| c as u64).collect();
-    let n = ch.len().max(1);
-    let scale = 1u64 << (n - 1);
+    let scale = vae.scale_factor() as u64;
     let mut buffers = vec![attention_scores(
         batch,
         (height / scale) * (width / scale),
@@ -386,7 +384,7 @@ pub fn plan(
             "{width}×{height}: a side longer than {MAX_SIDE} pixels is more than any device holds"
         )));
     }
-    let scale = 1u64 << (model.vae.block_out_channels.len().max(1) - 1);
+    let scale = model.vae.scale_factor() as u64;
     let (w, h) = (u64::from(width), u64::from(height));
     let batch = images as u64 * if guidance { 2 } else { 1 };
     let whole_batch = unet_largest(model, batch, h / scale, w / scale);

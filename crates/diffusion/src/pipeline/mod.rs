@@ -71,7 +71,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// `2^(VAE blocks − 1)`: 8 for every SD/SDXL VAE.
     pub fn vae_scale_factor(&self) -> u32 {
-        1 << (self.vae.config.block_out_channels.len().max(1) - 1)
+        self.vae.config.scale_factor() as u32
     }
 
     /// Whether the UNet takes the mask and masked image as extra channels.
