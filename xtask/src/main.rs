@@ -31,6 +31,9 @@
 //! - `cargo xtask bench real [--runs sdxl-inpaint:512,sdxl-inpaint:1024,sd15-inpaint:512]
 //!   [--steps 3]`: the real models' layouts at their real size (`fixtures real`), ours next to
 //!   diffusers on the CPU phase by phase, peak memory, goals, and the PSNR between the images;
+//! - `cargo xtask bench gpu --prepare DIR`: a bundle (≤ 64 MiB) that times SDXL-inpainting at
+//!   1024² on a lent GPU machine with one command (`DIR/run.sh`): ours on wgpu (Vulkan) in f16 and
+//!   f32 next to diffusers with PyTorch CUDA fp16;
 //! - `cargo xtask bench size`: the gzip size of the npm module's client (wasm + JS) next to
 //!   `@fal-ai/client` bundled with its dependencies.
 
@@ -39,6 +42,7 @@ mod bench;
 mod circles;
 mod demo;
 mod fixtures;
+mod gpu_bench;
 mod load;
 mod npm;
 mod real_bench;
@@ -66,6 +70,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench pipeline [--sizes 32,64,128] [--mid-sizes 256,512] [--mid-wgpu-sizes 256] [--steps 10] [--runs 2]
   bench engine [--sizes 32,64] [--runs 3]
   bench real [--runs sdxl-inpaint:512,sdxl-inpaint:1024,sd15-inpaint:512] [--steps 3]
+  bench gpu --prepare DIR          a bundle that times SDXL-inpainting at 1024² on a lent GPU machine
+  bench gpu --run [--size 1024] [--steps 30] [--model sdxl-inpaint] [--fixtures DIR] [--torch-device cuda]
+                                   (what the bundle's run.sh does there)
   bench browser [--steps 4] [--mid-size 128]
   bench size";
 
@@ -170,6 +177,20 @@ fn main() -> ExitCode {
                     .unwrap_or("sdxl-inpaint:512,sdxl-inpaint:1024,sd15-inpaint:512"),
                 value("--steps").and_then(|v| v.parse().ok()).unwrap_or(3),
             ),
+            Some("gpu") => match (value("--prepare"), flag("--run")) {
+                (Some(dir), false) => gpu_bench::prepare(&ctx, &dir),
+                (None, true) => gpu_bench::run_bundle(
+                    &ctx,
+                    &gpu_bench::RunOptions {
+                        model: value("--model").unwrap_or_else(|| "sdxl-inpaint".into()),
+                        size: value("--size").and_then(|v| v.parse().ok()).unwrap_or(1024),
+                        steps: value("--steps").and_then(|v| v.parse().ok()).unwrap_or(30),
+                        fixtures: value("--fixtures"),
+                        torch_device: value("--torch-device").unwrap_or_else(|| "cuda".into()),
+                    },
+                ),
+                _ => Err(format!("bench gpu: --prepare DIR or --run\n{USAGE}")),
+            },
             other => Err(format!("unknown benchmark {other:?}\n{USAGE}")),
         },
         _ => Err(USAGE.into()),

@@ -25,10 +25,15 @@ impl Ctx {
         let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-        let root = manifest_dir
-            .parent()
-            .expect("xtask lives in the workspace")
-            .to_path_buf();
+        // `cargo xtask bench gpu`'s bundle names its own folder: it holds the files the
+        // bundle's commands read, where the repository's would be.
+        let root = match std::env::var_os("FRESCO_XTASK_ROOT") {
+            Some(root) => PathBuf::from(root),
+            None => manifest_dir
+                .parent()
+                .expect("xtask lives in the workspace")
+                .to_path_buf(),
+        };
         // Build outputs live outside the clone, so fresh clones reuse them (see README).
         let target_dir = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)

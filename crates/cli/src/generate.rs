@@ -153,7 +153,9 @@ pub async fn run(args: GenerateArgs, mask: Option<PathBuf>) -> anyhow::Result<()
         device,
         precision,
         buffer_limit,
+        adapter,
     } = device(args.device, args.f16)?;
+    eprintln!("device: {adapter}, {precision:?}");
     let seed = args.seed.unwrap_or_else(random_seed);
 
     let started = Instant::now();

@@ -257,6 +257,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
     );
     let compute = crate::generate::device(args_device, args_f16)?;
+    tracing::info!(
+        "engine device: {}, {:?}",
+        compute.adapter,
+        compute.precision
+    );
     let mut registry = if args.echo {
         Registry::builtin()
     } else {

@@ -83,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &arg(&args, "--device").unwrap_or_else(|| "wgpu".into()),
             &arg(&args, "--out").ok_or("--out FILE")?,
         ),
-        _ => Err("usage: engine_bench real --model DIR [--variant fp16] [--size PX] [--steps 3] [--out PNG] [--compare PNG] | phases --model DIR --device D [--size PX] [--steps 4] | unet --device cpu|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | gemm | rss --out FILE | load --device D --out FILE | pipeline --model DIR --device D [--sizes ..] [--steps N] [--runs N]".into()),
+        _ => Err("usage: engine_bench real --model DIR [--variant fp16] [--device cpu|wgpu] [--precision f32|f16] [--size PX] [--steps 3] [--out PNG] [--compare PNG] | phases --model DIR --device D [--size PX] [--steps 4] | unet --device cpu|wgpu [--precision f32|f16] [--sizes 32,64] [--runs 3] | write-mid --out DIR | gemm | rss --out FILE | load --device D --out FILE | pipeline --model DIR --device D [--sizes ..] [--steps N] [--runs N]".into()),
     }
 }
 
@@ -673,12 +673,15 @@ fn phases(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-/// `cargo xtask bench real`'s side of ours: one inpainting on the CPU in f32 from a real-layout
-/// checkpoint (its `--variant` files widened), timed phase by phase as
-/// `tests/bench/real_torch.py` times diffusers': load, text encoding, the image's and the masked
-/// image's VAE encodes, each step, the VAE decode, the whole call; the process's peak resident
-/// memory; and, with `--compare`, the PSNR of our image against another (diffusers').
+/// `cargo xtask bench real`'s (and `bench gpu`'s) side of ours: one inpainting from a real-layout
+/// checkpoint (its `--variant` files, widened to f32 unless `--precision f16`), on `--device cpu`
+/// (default) or `wgpu`, timed phase by phase as `tests/bench/real_torch.py` times diffusers':
+/// load, text encoding, the image's and the masked image's VAE encodes, each step, the VAE
+/// decode, the whole call; the process's peak resident memory; and, with `--compare`, the PSNR of
+/// our image against another (diffusers'). On a GPU every mark waits for the device's queue to
+/// drain (`Device::sync`), so a phase's time is its work, not its submission.
 fn real(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    use fresco_diffusion::device::{Backend, open};
     use fresco_diffusion::pipeline::generate::Phase;
     use fresco_diffusion::pipeline::image::{OutputFormat, decode, encode};
     use fresco_diffusion::pipeline::load::LoadOptions;
@@ -691,7 +694,31 @@ fn real(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let size: Option<u32> = arg(args, "--size").map(|r| r.parse()).transpose()?;
     let steps: usize = arg(args, "--steps").map_or(Ok(3), |r| r.parse())?;
     let (image, mask) = bench_inputs()?;
-    let device = device("cpu")?;
+    let backend = match arg(args, "--device").as_deref().unwrap_or("cpu") {
+        "cpu" => Backend::Cpu,
+        "wgpu" => Backend::Wgpu,
+        other => return Err(format!("--device {other}: cpu or wgpu").into()),
+    };
+    let f16 = match arg(args, "--precision").as_deref().unwrap_or("f32") {
+        "f32" => false,
+        "f16" => true,
+        other => return Err(format!("--precision {other}: f32 or f16").into()),
+    };
+    let compute = open(backend, f16)?;
+    let device = compute.device.clone();
+    // Every mark waits for the work queued before it (a no-op on the CPU backend), and notes the
+    // bytes the device's allocator holds then: the largest is the call's device memory (its pools
+    // keep pages once reserved, so this is their peak; `None` where the backend does not say).
+    let reserved = std::cell::Cell::new(None::<u64>);
+    let sync = || {
+        device
+            .sync()
+            .map_err(|e| format!("the device failed: {e:?}"))?;
+        if let Some(usage) = device.memory_pool_usage() {
+            reserved.set(Some(reserved.get().unwrap_or(0).max(usage.bytes_reserved)));
+        }
+        Ok::<_, String>(())
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let files = RepoFiles::new(
@@ -700,12 +727,14 @@ fn real(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             progress::quiet(),
         )?;
         let options = LoadOptions {
-            precision: Some(Precision::F32),
+            precision: Some(compute.precision),
             variant: arg(args, "--variant"),
+            buffer_limit: compute.buffer_limit,
             ..LoadOptions::default()
         };
         let t = Instant::now();
         let pipe = Pipeline::load(&files, &device, &options, &mut |_| {}).await?;
+        sync()?;
         let load = t.elapsed().as_secs_f64();
         let mut req = Request::new(BENCH_PROMPT, 0);
         req.num_inference_steps = steps;
@@ -722,16 +751,20 @@ fn real(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 task,
                 &req,
                 &mut |_, _| {
+                    // A failed device shows in the call's own result; the mark is taken anyway.
+                    let _ = sync();
                     marks_cell.borrow_mut().push((None, t.elapsed().as_secs_f64()));
                     true
                 },
                 &mut |phase| {
+                    let _ = sync();
                     marks_cell
                         .borrow_mut()
                         .push((Some(phase), t.elapsed().as_secs_f64()));
                 },
             )
             .await?;
+        sync()?;
         let total = t.elapsed().as_secs_f64();
         // When each phase ended, from the call's start.
         let phase = |want: Phase| -> f64 {
@@ -797,7 +830,9 @@ fn real(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         println!(
-            "{{\"size\":{},\"load\":{},\"text\":{},\"encode_image\":{},\"encode_masked\":{},\"first_step\":{},\"step\":{},\"steps\":{},\"decode\":{},\"total\":{},\"peak_rss_mib\":{},\"psnr\":{}}}",
+            "{{\"device\":{:?},\"precision\":\"{}\",\"size\":{},\"load\":{},\"text\":{},\"encode_image\":{},\"encode_masked\":{},\"first_step\":{},\"step\":{},\"steps\":{},\"decode\":{},\"total\":{},\"peak_rss_mib\":{},\"peak_device_mib\":{},\"psnr\":{}}}",
+            compute.adapter,
+            if f16 { "f16" } else { "f32" },
             out.width,
             json_num(load),
             json_num(text),
@@ -809,20 +844,26 @@ fn real(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             json_num(decoded - last),
             json_num(total),
             json_num(status_kib("VmHWM:") as f64 / 1024.0),
+            json_num(reserved.get().map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64)),
             json_num(psnr),
         );
         Ok(())
     })
 }
 
-/// The inpainting inputs the pipeline benchmarks use (tests/fixtures/pipelines).
+/// The inpainting inputs the pipeline benchmarks use (tests/fixtures/pipelines), built in, so the
+/// program runs where the repository is not (`cargo xtask bench gpu`'s bundle).
 fn bench_inputs() -> Result<(image::DynamicImage, image::DynamicImage), Box<dyn std::error::Error>>
 {
     use fresco_diffusion::pipeline::image::decode;
-    let fixtures =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pipelines");
-    let image = decode(&std::fs::read(fixtures.join("image32.png"))?, "image")?;
-    let mask = decode(&std::fs::read(fixtures.join("mask32.png"))?, "mask")?;
+    let image = decode(
+        include_bytes!("../../../tests/fixtures/pipelines/image32.png"),
+        "image",
+    )?;
+    let mask = decode(
+        include_bytes!("../../../tests/fixtures/pipelines/mask32.png"),
+        "mask",
+    )?;
     Ok((image, mask))
 }
 

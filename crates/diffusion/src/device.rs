@@ -55,6 +55,9 @@ pub struct Compute {
     pub device: Device,
     pub precision: Precision,
     pub buffer_limit: Option<u64>,
+    /// What runs it, for logs and benchmark tables: `cpu (burn-flex)`, or the wgpu adapter's name
+    /// and API, e.g. `NVIDIA H100 80GB HBM3 (Vulkan)`.
+    pub adapter: String,
 }
 
 /// The backends a native program can ask for.
@@ -75,6 +78,7 @@ pub fn open(backend: Backend, f16: bool) -> Result<Compute, DeviceError> {
             device: Device::flex(),
             precision: Precision::F32,
             buffer_limit: None,
+            adapter: "cpu (burn-flex)".into(),
         }),
         (Backend::Cpu, true) => Err(DeviceError::F16OnCpu),
         (Backend::Wgpu, f16) => {
@@ -89,6 +93,10 @@ pub fn open(backend: Backend, f16: bool) -> Result<Compute, DeviceError> {
                 device,
                 precision: if f16 { Precision::F16 } else { Precision::F32 },
                 buffer_limit: Some(wgpu_buffer_limit(&setup.device.limits())),
+                adapter: {
+                    let info = setup.adapter.get_info();
+                    format!("{} ({:?})", info.name, info.backend)
+                },
             })
         }
     }

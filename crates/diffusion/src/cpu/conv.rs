@@ -46,7 +46,7 @@ impl CpuConv2d {
             Method::Winograd(Winograd::new(weight, c_out, c_in))
         } else {
             let depth = c_in * kernel * kernel;
-            Method::Im2col(PackedB::from_transposed(&weight, depth, c_out))
+            Method::Im2col(PackedB::from_transposed_vec(weight, depth, c_out))
         };
         Ok(CpuConv2d {
             method,
@@ -84,12 +84,7 @@ impl CpuConv2d {
             Method::Winograd(winograd) => {
                 // An empty image leaves the bias (the filters see only zero padding).
                 if c * h * w > 0 && plane > 0 {
-                    for (image, out) in input
-                        .chunks_exact(c * h * w)
-                        .zip(out.chunks_exact_mut(self.c_out * plane))
-                    {
-                        winograd.forward_image(image, h, w, out);
-                    }
+                    winograd.forward(&input, h, w, &mut out);
                 }
                 return Tensor::from_data(
                     TensorData::new(out, [batch, self.c_out, ho, wo]),

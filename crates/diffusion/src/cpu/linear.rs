@@ -18,7 +18,7 @@ impl CpuLinear {
     pub fn from_tensors(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Result<Self, String> {
         let [d_out, d_in] = weight.dims();
         Ok(CpuLinear {
-            weight: PackedB::from_transposed(&floats(weight)?, d_in, d_out),
+            weight: PackedB::from_transposed_vec(floats(weight)?, d_in, d_out),
             bias: bias.map(floats).transpose()?,
         })
     }

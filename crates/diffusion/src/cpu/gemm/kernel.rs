@@ -115,7 +115,7 @@ mod avx2 {
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
             // SAFETY: inside the panels (kc steps of MR and NR floats); B's rows are 64 bytes
-            // apart from a 32-byte aligned start.
+            // apart from a 64-byte aligned start (`PackedB`).
             unsafe {
                 let b0 = _mm256_load_ps(b);
                 let b1 = _mm256_load_ps(b.add(8));

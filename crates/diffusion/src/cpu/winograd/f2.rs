@@ -6,26 +6,17 @@
 
 use super::Band;
 
-/// `G g Gᵀ` of one filter `g` (`[r][s]`), by position ξ.
-pub(super) fn filter(g: &[f64; 9]) -> [f64; 16] {
-    let g = |r: usize, s: usize| g[r * 3 + s];
-    // G g: 4×3.
-    let gg: [[f64; 3]; 4] = [
-        std::array::from_fn(|s| g(0, s)),
-        std::array::from_fn(|s| 0.5 * (g(0, s) + g(1, s) + g(2, s))),
-        std::array::from_fn(|s| 0.5 * (g(0, s) - g(1, s) + g(2, s))),
-        std::array::from_fn(|s| g(2, s)),
-    ];
-    // (G g) Gᵀ: 4×4.
-    std::array::from_fn(|xi| {
-        let row = gg[xi / 4];
-        match xi % 4 {
-            0 => row[0],
-            1 => 0.5 * (row[0] + row[1] + row[2]),
-            2 => 0.5 * (row[0] - row[1] + row[2]),
-            _ => row[2],
-        }
-    })
+/// `G`: the filters' transform `G g Gᵀ` (exact in f32: every coefficient is 0, ±1 or ½).
+pub(super) const G: [[f32; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
+/// The position of row `i` (of `G g`), column `j` (of `(G g) Gᵀ`).
+pub(super) const fn xi(i: usize, j: usize) -> usize {
+    i * 4 + j
 }
 
 /// `Bᵀ d B` for the band's tiles of one channel, into its 16 planes `v`.

@@ -18,8 +18,8 @@ const OUT: usize = 4;
 /// Inputs along a tile's side: `OUT + 2`.
 const IN: usize = 6;
 
-/// `G`, applied to the filters once, in f64.
-const G: [[f64; 3]; IN] = [
+/// `G`: the filters' transform `G g Gᵀ`.
+pub(super) const G: [[f32; 3]; IN] = [
     [1.0 / 4.0, 0.0, 0.0],
     [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
     [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -28,19 +28,10 @@ const G: [[f64; 3]; IN] = [
     [0.0, 0.0, 1.0],
 ];
 
-/// `G g Gᵀ` of one filter `g` (`[r][s]`), by position ξ.
-pub(super) fn filter(g: &[f64; 9]) -> [f64; IN * IN] {
-    let mut u = [0.0; IN * IN];
-    // G g: IN × 3.
-    let gg: [[f64; 3]; IN] = std::array::from_fn(|i| {
-        std::array::from_fn(|s| (0..3).map(|r| G[i][r] * g[r * 3 + s]).sum())
-    });
-    for (i, row) in gg.iter().enumerate() {
-        for (j, gj) in G.iter().enumerate() {
-            u[j * IN + i] = (0..3).map(|s| row[s] * gj[s]).sum();
-        }
-    }
-    u
+/// The position of row `i` (of `G g`), column `j` (of `(G g) Gᵀ`): one column's six positions
+/// are adjacent.
+pub(super) const fn xi(i: usize, j: usize) -> usize {
+    j * IN + i
 }
 
 /// `Bᵀ x` for six inputs along one axis.

@@ -15,18 +15,28 @@
 //!   test), and the pipelines' latents stay within 6.1e-5 of diffusers' (tests/pipeline.rs;
 //!   3.7e-5 with F(2×2, 3×3) alone; the bound is 1e-4).
 //!
-//! Each tiling's filters (16 or 36 floats where the layer has 9) are transformed the first time
-//! a layer sees an image that takes it, so a layer holds only the ones it uses.
+//! A layer holds only its 3×3 weights. Its transformed filters (16 or 36 floats where the layer
+//! has 9: kept for the model's life they were 2–4 times its convolutions' weights, 3.6 GB of
+//! SD1.5-inpainting's peak) are made at each call, for all the batch's images and bands at once,
+//! into scratch buffers that calls reuse: 16 output channels at a time (one packed panel, the
+//! micro-kernel's width), a transform vectorised across those channels, written straight in the
+//! layout the products read.
 
 mod f2;
 mod f4;
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use super::gemm::{PackedB, gemm};
+use super::gemm::{NR, PackedB, gemm};
 use super::{Operand, SharedMut};
+
+/// Sets of transformed filters (one packed `c_in × c_out` matrix per position ξ) kept between
+/// calls, so that a call allocates none: one set per convolution running at the same time
+/// (usually one), each as large as the largest layer it has served (at most 36·c_in·c_out floats:
+/// 236 MB for SDXL's largest F(4×4, 3×3) layer, 210 MB for SD1.5's largest F(2×2, 3×3) one).
+static SCRATCH: Mutex<Vec<Vec<PackedB>>> = Mutex::new(Vec::new());
 
 /// Images with at least this many 4×4 tiles (64×64 pixels) go through F(4×4, 3×3).
 const F4_MIN_TILES: usize = 256;
@@ -55,47 +65,130 @@ impl Tiling {
         (self.out() + 2) * (self.out() + 2)
     }
 
-    /// For each position ξ, `uᵀ_ξ` (`c_in × c_out`) packed for [`gemm`], from PyTorch's `[c_out,
-    /// c_in, 3, 3]` weight.
-    fn filters(self, weight: &[f32], c_out: usize, c_in: usize) -> Vec<PackedB> {
+    /// For each position ξ, `uᵀ_ξ` (`c_in × c_out`) packed for [`gemm`] into `u[ξ]` (reshaped,
+    /// its allocations reused), from PyTorch's `[c_out, c_in, 3, 3]` weight.
+    fn filters_into(self, weight: &[f32], c_out: usize, c_in: usize, u: &mut Vec<PackedB>) {
         let xi_count = self.positions();
-        let mut u = vec![0.0f32; xi_count * c_out * c_in];
-        let u_ptr = SharedMut(u.as_mut_ptr());
-        // One task per output channel: a bank of 1280 × 2560 filters is millions of transforms.
-        weight
-            .par_chunks_exact(9 * c_in)
-            .enumerate()
-            .for_each(|(o, bank)| {
-                let write = |c: usize, t: &[f64]| {
-                    for (xi, v) in t.iter().enumerate() {
-                        // SAFETY: element (ξ, o, c) is below ξ_count·c_out·c_in, and each task
-                        // writes only its own output channel `o`; `u` outlives the join.
-                        unsafe { *u_ptr.ptr().add((xi * c_out + o) * c_in + c) = *v as f32 };
-                    }
-                };
-                for (c, g) in bank.chunks_exact(9).enumerate() {
-                    let g: [f64; 9] = std::array::from_fn(|k| g[k] as f64);
-                    match self {
-                        Tiling::F2 => write(c, &f2::filter(&g)),
-                        Tiling::F4 => write(c, &f4::filter(&g)),
-                    }
+        // Never fewer: a set that served F(4×4, 3×3) keeps its 36 matrices for the next one.
+        if u.len() < xi_count {
+            u.resize_with(xi_count, PackedB::empty);
+        }
+        let planes: Vec<SharedMut> = u[..xi_count]
+            .iter_mut()
+            .map(|p| SharedMut(p.reshape(c_in, c_out).as_mut_ptr()))
+            .collect();
+        // One task per panel of NR output channels: each writes its panel of every ξ's matrix.
+        (0..c_out.div_ceil(NR)).into_par_iter().for_each(|jp| {
+            // SAFETY: each plane holds c_out.div_ceil(NR)·c_in·NR floats; this task writes panel
+            // jp's only, and the planes outlive the join.
+            unsafe {
+                match self {
+                    Tiling::F2 => transform_panel(&f2::G, f2::xi, weight, c_out, c_in, jp, &planes),
+                    Tiling::F4 => transform_panel(&f4::G, f4::xi, weight, c_out, c_in, jp, &planes),
                 }
-            });
-        let size = c_out * c_in;
-        (0..xi_count)
-            .into_par_iter()
-            .map(|xi| PackedB::from_transposed(&u[xi * size..(xi + 1) * size], c_in, c_out))
-            .collect()
+            }
+        });
     }
 }
 
-/// A 3×3 filter bank, held as the tilings need it.
+/// `G g Gᵀ` of the filters of output channels `jp·NR ..` (NR lanes, zeros past `c_out`) for
+/// every input channel, written as panel `jp` of each ξ's packed matrix in `planes`.
+///
+/// # Safety
+/// Each of `planes` must be valid for panel `jp` (`(jp·c_in + c)·NR + lane`), and no other thread
+/// may access that panel meanwhile.
+unsafe fn transform_panel<const S: usize>(
+    g_matrix: &[[f32; 3]; S],
+    xi: fn(usize, usize) -> usize,
+    weight: &[f32],
+    c_out: usize,
+    c_in: usize,
+    jp: usize,
+    planes: &[SharedMut],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features are there; the rest is the caller's guarantee.
+        return unsafe { transform_panel_avx2(g_matrix, xi, weight, c_out, c_in, jp, planes) };
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe { transform_panel_lanes(g_matrix, xi, weight, c_out, c_in, jp, planes) }
+}
+
+/// [`transform_panel`] compiled for AVX2 and FMA (the lanes are one loop the compiler widens).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_panel_avx2<const S: usize>(
+    g_matrix: &[[f32; 3]; S],
+    xi: fn(usize, usize) -> usize,
+    weight: &[f32],
+    c_out: usize,
+    c_in: usize,
+    jp: usize,
+    planes: &[SharedMut],
+) {
+    // SAFETY: the caller's guarantee.
+    unsafe { transform_panel_lanes(g_matrix, xi, weight, c_out, c_in, jp, planes) }
+}
+
+#[inline(always)]
+unsafe fn transform_panel_lanes<const S: usize>(
+    g_matrix: &[[f32; 3]; S],
+    xi: fn(usize, usize) -> usize,
+    weight: &[f32],
+    c_out: usize,
+    c_in: usize,
+    jp: usize,
+    planes: &[SharedMut],
+) {
+    let lanes = NR.min(c_out - jp * NR);
+    for c in 0..c_in {
+        // The NR filters' taps, lane by lane (zeros past c_out, so the panel's padding is zero).
+        let mut g = [[0.0f32; NR]; 9];
+        for lane in 0..lanes {
+            let taps = &weight[((jp * NR + lane) * c_in + c) * 9..][..9];
+            for (k, tap) in taps.iter().enumerate() {
+                g[k][lane] = *tap;
+            }
+        }
+        // G g: S × 3.
+        let mut t = [[[0.0f32; NR]; 3]; S];
+        for (i, row) in g_matrix.iter().enumerate() {
+            for s in 0..3 {
+                for r in 0..3 {
+                    for lane in 0..NR {
+                        t[i][s][lane] += row[r] * g[r * 3 + s][lane];
+                    }
+                }
+            }
+        }
+        // (G g) Gᵀ, each position's NR lanes one store.
+        for (i, t) in t.iter().enumerate() {
+            for (j, col) in g_matrix.iter().enumerate() {
+                let mut u = [0.0f32; NR];
+                for s in 0..3 {
+                    for lane in 0..NR {
+                        u[lane] += t[s][lane] * col[s];
+                    }
+                }
+                // SAFETY: the caller's guarantee: panel jp, depth c of ξ's matrix.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        u.as_ptr(),
+                        planes[xi(i, j)].ptr().add((jp * c_in + c) * NR),
+                        NR,
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// A 3×3 filter bank, as PyTorch holds it.
 #[derive(Debug)]
 pub struct Winograd {
-    /// PyTorch's `[c_out, c_in, 3, 3]`, kept to transform for a tiling on its first use.
+    /// PyTorch's `[c_out, c_in, 3, 3]`, transformed at each call.
     weight: Vec<f32>,
-    /// Transformed for F(2×2, 3×3) and for F(4×4, 3×3), each once an image needs it.
-    transformed: [OnceLock<Vec<PackedB>>; 2],
     c_in: usize,
     c_out: usize,
 }
@@ -106,34 +199,68 @@ impl Winograd {
         assert_eq!(weight.len(), c_out * c_in * 9, "a 3×3 filter bank");
         Winograd {
             weight,
-            transformed: [OnceLock::new(), OnceLock::new()],
             c_in,
             c_out,
         }
     }
 
-    /// Adds the convolution of one image `[c_in, h, w]` to `out` `[c_out, h, w]` (which holds the
-    /// bias, or zeros).
-    pub fn forward_image(&self, image: &[f32], h: usize, w: usize, out: &mut [f32]) {
+    /// Adds the convolution of `images` (`[batch, c_in, h, w]`) to `out` (`[batch, c_out, h, w]`,
+    /// which holds the bias, or zeros).
+    pub fn forward(&self, images: &[f32], h: usize, w: usize, out: &mut [f32]) {
         let tiling = if h.div_ceil(4) * w.div_ceil(4) >= F4_MIN_TILES {
             Tiling::F4
         } else {
             Tiling::F2
         };
-        self.forward_banded(tiling, image, h, w, out, BAND_FLOATS);
+        self.forward_with(tiling, images, h, w, out, BAND_FLOATS);
     }
 
-    /// The filters transformed for `tiling`.
-    fn filters(&self, tiling: Tiling) -> &[PackedB] {
-        self.transformed[tiling as usize]
-            .get_or_init(|| tiling.filters(&self.weight, self.c_out, self.c_in))
+    /// [`Self::forward`] by `tiling`, with at most `band_floats` of transformed tiles at a time.
+    fn forward_with(
+        &self,
+        tiling: Tiling,
+        images: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        band_floats: usize,
+    ) {
+        let (c_in, c_out) = (self.c_in, self.c_out);
+        if h * w == 0 || c_in * c_out == 0 {
+            return;
+        }
+        let mut u = SCRATCH
+            .lock()
+            .map(|mut sets| sets.pop())
+            .unwrap_or_default()
+            .unwrap_or_default();
+        tiling.filters_into(&self.weight, c_out, c_in, &mut u);
+        for (image, out) in images
+            .chunks_exact(c_in * h * w)
+            .zip(out.chunks_exact_mut(c_out * h * w))
+        {
+            self.forward_banded(
+                tiling,
+                &u[..tiling.positions()],
+                image,
+                h,
+                w,
+                out,
+                band_floats,
+            );
+        }
+        if let Ok(mut sets) = SCRATCH.lock() {
+            sets.push(u);
+        }
     }
 
-    /// [`Self::forward_image`] by `tiling`, with at most `band_floats` of transformed tiles at a
-    /// time.
+    /// One image by `tiling` with its transformed filters `u`, at most `band_floats` of
+    /// transformed tiles at a time.
+    #[allow(clippy::too_many_arguments)]
     fn forward_banded(
         &self,
         tiling: Tiling,
+        u: &[PackedB],
         image: &[f32],
         h: usize,
         w: usize,
@@ -146,7 +273,6 @@ impl Winograd {
         if tiles_y == 0 || tiles_x == 0 {
             return;
         }
-        let u = self.filters(tiling);
         let band = (band_floats / (xi_count * (c_in + c_out) * tiles_x).max(1)).clamp(1, tiles_y);
         let tiles = band * tiles_x;
         // v[c][ξ][t] and m[o][ξ][t]: one channel's planes contiguous, so that channels are
@@ -282,7 +408,7 @@ mod tests {
                     .iter()
                     .flat_map(|b| std::iter::repeat_n(*b, h * w))
                     .collect();
-                winograd.forward_banded(tiling, &image, h, w, &mut out, band_floats);
+                winograd.forward_with(tiling, &image, h, w, &mut out, band_floats);
                 let err = out
                     .iter()
                     .zip(&want)
