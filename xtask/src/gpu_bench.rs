@@ -323,10 +323,37 @@ pub fn run_bundle(ctx: &Ctx, o: &RunOptions) -> Result {
     Ok(())
 }
 
-/// The program's last JSON line, or why it gave none (its stderr streams to ours meanwhile).
+/// The program's last JSON line, or why it gave none: its exit and its last words on stderr
+/// (which streams to ours meanwhile).
 fn json_line(cmd: &mut Command) -> std::result::Result<String, String> {
-    let out = crate::util::output(cmd)?;
-    out.lines()
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start {:?}: {e}", cmd.get_program()))?;
+    let stderr = child.stderr.take().expect("piped");
+    let last_words = std::thread::spawn(move || {
+        let mut last = String::new();
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            eprintln!("{line}");
+            if !line.trim().is_empty() {
+                last = line;
+            }
+        }
+        last
+    });
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut stdout)
+        .map_err(|e| format!("reading its output: {e}"))?;
+    let status = child.wait().map_err(|e| format!("waiting for it: {e}"))?;
+    let last = last_words.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("{status}: {last}"));
+    }
+    stdout
+        .lines()
         .rev()
         .find(|l| l.starts_with('{'))
         .map(str::to_owned)
@@ -350,12 +377,24 @@ const ROWS: [(&str, &str); 11] = [
 
 /// One table: a column per side (the first is diffusers'), then each of ours over diffusers'.
 fn table(model: &str, size: u32, steps: usize, sides: &[Side]) -> String {
-    let device = sides
-        .iter()
-        .find_map(|(_, r)| r.as_ref().ok().and_then(|j| text_field(j, "device")))
-        .unwrap_or_else(|| "?".into());
+    // Each side's device, once: diffusers names the GPU, ours the adapter and its API.
+    let mut devices: Vec<String> = Vec::new();
+    for (name, result) in sides {
+        if let Some(device) = result.as_ref().ok().and_then(|j| text_field(j, "device"))
+            && !devices
+                .iter()
+                .any(|d| d.ends_with(&format!(" on {device}")))
+        {
+            devices.push(format!("{name} on {device}"));
+        }
+    }
     let mut out = format!(
-        "{model} at {size}×{size}, {steps} steps, guidance 7.5, random real-size weights (fixtures real, fp16 files), on {device}:\n\n|"
+        "{model} at {size}×{size}, {steps} steps, guidance 7.5, random real-size weights (fixtures real, fp16 files); {}:\n\n|",
+        if devices.is_empty() {
+            "no side ran".to_string()
+        } else {
+            devices.join(", ")
+        }
     );
     for (name, _) in sides {
         out.push_str(&format!(" | {name}"));
@@ -403,10 +442,11 @@ fn table(model: &str, size: u32, steps: usize, sides: &[Side]) -> String {
     out
 }
 
-/// A string field of a flat JSON line (`"device":"NVIDIA H100 (Vulkan)"`).
+/// A string field of a flat JSON line (`"device":"NVIDIA H100 (Vulkan)"`, or Python's `"device":
+/// "cpu"`).
 fn text_field(json: &str, key: &str) -> Option<String> {
-    let start = json.find(&format!("\"{key}\":\""))? + key.len() + 4;
-    let rest = &json[start..];
+    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = json[start..].trim_start().strip_prefix('"')?;
     Some(rest[..rest.find('"')?].to_string())
 }
 
@@ -419,16 +459,19 @@ mod tests {
         let sides: Vec<Side> = vec![
             (
                 "diffusers fp16".into(),
-                Ok(r#"{"size":1024,"load":4.0,"text":0.1,"encode_image":0.05,"encode_masked":0.05,"first_step":0.5,"step":0.2,"steps":30,"decode":0.3,"total":7.0,"peak_rss_mib":3000,"threads":16,"device":"NVIDIA H100 80GB HBM3","precision":"fp16","peak_device_mib":12000}"#.into()),
+                Ok(r#"{"size": 1024, "load": 4.0, "text": 0.1, "encode_image": 0.05, "encode_masked": 0.05, "first_step": 0.5, "step": 0.2, "steps": 30, "decode": 0.3, "total": 7.0, "peak_rss_mib": 3000, "threads": 16, "device": "NVIDIA H100 80GB HBM3", "precision": "fp16", "peak_device_mib": 12000}"#.into()),
             ),
             (
                 "ours wgpu f16".into(),
                 Ok(r#"{"device":"NVIDIA H100 80GB HBM3 (Vulkan)","precision":"f16","size":1024,"load":8.0,"text":0.2,"encode_image":0.1,"encode_masked":0.1,"first_step":20.0,"step":0.5,"steps":30,"decode":0.6,"total":40.0,"peak_rss_mib":6000,"peak_device_mib":null,"psnr":31.5}"#.into()),
             ),
-            ("ours wgpu f32".into(), Err("`engine_bench …` failed (exit status: 1)".into())),
+            ("ours wgpu f32".into(), Err("exit status: 1: Error: out of memory".into())),
         ];
         let t = table("sdxl-inpaint", 1024, 30, &sides);
-        assert!(t.contains("on NVIDIA H100 80GB HBM3:"), "{t}");
+        assert!(
+            t.contains("; diffusers fp16 on NVIDIA H100 80GB HBM3, ours wgpu f16 on NVIDIA H100 80GB HBM3 (Vulkan):"),
+            "{t}"
+        );
         assert!(
             t.contains("| | diffusers fp16 | ours wgpu f16 | ours wgpu f32 | ours wgpu f16 / diffusers fp16 | ours wgpu f32 / diffusers fp16 |"),
             "{t}"
@@ -451,7 +494,7 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("ours wgpu f32: no result: `engine_bench …` failed"),
+            t.contains("ours wgpu f32: no result: exit status: 1: Error: out of memory"),
             "{t}"
         );
         // Every table row has the same number of cells.

@@ -54,6 +54,7 @@ pub fn real(ctx: &Ctx, runs: &str, steps: usize) -> Result {
         let theirs = match &python {
             Some(python) => {
                 println!("{model} at {size}²: diffusers…");
+                warm_page_cache(&dir)?;
                 let out = output(
                     Command::new(python)
                         .arg(ctx.root.join("tests/bench/real_torch.py"))
@@ -66,6 +67,7 @@ pub fn real(ctx: &Ctx, runs: &str, steps: usize) -> Result {
             None => None,
         };
         println!("{model} at {size}²: ours…");
+        warm_page_cache(&dir)?;
         let mut args = vec![
             "real".to_string(),
             "--model".into(),
@@ -95,6 +97,30 @@ pub fn real(ctx: &Ctx, runs: &str, steps: usize) -> Result {
     let _ = std::fs::remove_dir_all(&scratch);
     println!("\n{}", tables.join("\n"));
     Ok(())
+}
+
+/// Reads every fp16 weight file of a checkpoint once, so that each side's load starts from the
+/// same page cache: otherwise the first side's peak (17 GB for SDXL in f32, on a 24 GB machine)
+/// can evict the files, and the second reads them from disk.
+fn warm_page_cache(dir: &str) -> Result {
+    fn visit(dir: &std::path::Path, buf: &mut [u8]) -> Result {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+            if path.is_dir() {
+                visit(&path, buf)?;
+            } else if path.to_string_lossy().ends_with(".fp16.safetensors") {
+                let mut file =
+                    std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                while std::io::Read::read(&mut file, buf)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    > 0
+                {}
+            }
+        }
+        Ok(())
+    }
+    visit(std::path::Path::new(dir), &mut vec![0u8; 8 << 20])
 }
 
 fn table(

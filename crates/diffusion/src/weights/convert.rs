@@ -22,12 +22,14 @@ pub fn to_f32(bytes: &[u8], dtype: Dtype) -> Vec<f32> {
 
 /// Little-endian f16 bytes widened, a block at a time through `half`'s slice conversion (F16C's
 /// eight lanes at once where the CPU has it; one value at a time it was a tenth of loading
-/// SDXL). The output is written once, never zero-filled first.
+/// SDXL). The output is written once, never zero-filled first, and has room for 15 more floats:
+/// the CPU's packed weights move themselves to a cache line inside their own allocation
+/// (`cpu::gemm::PackedB::from_transposed_vec`), where growing it would copy the whole weight.
 fn f16_to_f32(bytes: &[u8]) -> Vec<f32> {
     use half::slice::HalfFloatSliceExt;
     const BLOCK: usize = 1024;
     let n = bytes.len() / 2;
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n + 15);
     let mut halves = [f16::ZERO; BLOCK];
     let mut wide = [0.0f32; BLOCK];
     for chunk in bytes[..2 * n].chunks(2 * BLOCK) {

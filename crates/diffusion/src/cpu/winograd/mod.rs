@@ -79,20 +79,39 @@ impl Tiling {
             .collect();
         // One task per panel of NR output channels: each writes its panel of every ξ's matrix.
         (0..c_out.div_ceil(NR)).into_par_iter().for_each(|jp| {
+            let panel = Panel {
+                weight,
+                c_out,
+                c_in,
+                jp,
+                planes: &planes,
+            };
             // SAFETY: each plane holds c_out.div_ceil(NR)·c_in·NR floats; this task writes panel
             // jp's only, and the planes outlive the join.
             unsafe {
                 match self {
-                    Tiling::F2 => transform_panel(&f2::G, f2::xi, weight, c_out, c_in, jp, &planes),
-                    Tiling::F4 => transform_panel(&f4::G, f4::xi, weight, c_out, c_in, jp, &planes),
+                    Tiling::F2 => transform_panel(&f2::G, f2::xi, panel),
+                    Tiling::F4 => transform_panel(&f4::G, f4::xi, panel),
                 }
             }
         });
     }
 }
 
+/// Panel `jp` of a filter bank's transform: PyTorch's `[c_out, c_in, 3, 3]` weight, and the
+/// packed matrix of each position ξ to write it into.
+#[derive(Clone, Copy)]
+struct Panel<'a> {
+    weight: &'a [f32],
+    c_out: usize,
+    c_in: usize,
+    jp: usize,
+    planes: &'a [SharedMut],
+}
+
 /// `G g Gᵀ` of the filters of output channels `jp·NR ..` (NR lanes, zeros past `c_out`) for
-/// every input channel, written as panel `jp` of each ξ's packed matrix in `planes`.
+/// every input channel, written as panel `jp` of each ξ's packed matrix; position (i, j) is
+/// `xi(i, j)`.
 ///
 /// # Safety
 /// Each of `planes` must be valid for panel `jp` (`(jp·c_in + c)·NR + lane`), and no other thread
@@ -100,19 +119,15 @@ impl Tiling {
 unsafe fn transform_panel<const S: usize>(
     g_matrix: &[[f32; 3]; S],
     xi: fn(usize, usize) -> usize,
-    weight: &[f32],
-    c_out: usize,
-    c_in: usize,
-    jp: usize,
-    planes: &[SharedMut],
+    panel: Panel,
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the features are there; the rest is the caller's guarantee.
-        return unsafe { transform_panel_avx2(g_matrix, xi, weight, c_out, c_in, jp, planes) };
+        return unsafe { transform_panel_avx2(g_matrix, xi, panel) };
     }
     // SAFETY: the caller's guarantee.
-    unsafe { transform_panel_lanes(g_matrix, xi, weight, c_out, c_in, jp, planes) }
+    unsafe { transform_panel_lanes(g_matrix, xi, panel) }
 }
 
 /// [`transform_panel`] compiled for AVX2 and FMA (the lanes are one loop the compiler widens).
@@ -121,25 +136,23 @@ unsafe fn transform_panel<const S: usize>(
 unsafe fn transform_panel_avx2<const S: usize>(
     g_matrix: &[[f32; 3]; S],
     xi: fn(usize, usize) -> usize,
-    weight: &[f32],
-    c_out: usize,
-    c_in: usize,
-    jp: usize,
-    planes: &[SharedMut],
+    panel: Panel,
 ) {
     // SAFETY: the caller's guarantee.
-    unsafe { transform_panel_lanes(g_matrix, xi, weight, c_out, c_in, jp, planes) }
+    unsafe { transform_panel_lanes(g_matrix, xi, panel) }
 }
 
 #[inline(always)]
 unsafe fn transform_panel_lanes<const S: usize>(
     g_matrix: &[[f32; 3]; S],
     xi: fn(usize, usize) -> usize,
-    weight: &[f32],
-    c_out: usize,
-    c_in: usize,
-    jp: usize,
-    planes: &[SharedMut],
+    Panel {
+        weight,
+        c_out,
+        c_in,
+        jp,
+        planes,
+    }: Panel,
 ) {
     let lanes = NR.min(c_out - jp * NR);
     for c in 0..c_in {
