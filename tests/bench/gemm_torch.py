@@ -19,6 +19,12 @@ SHAPES = [
     (2048, 128, 128),
     (2048, 128, 1024),
     (2048, 2048, 2048),
+    # SDXL at 1024², guidance's batch of 2: level 2's projections, GEGLU up and down, level 1's
+    # projections.
+    (2048, 1280, 1280),
+    (2048, 1280, 10240),
+    (2048, 5120, 1280),
+    (8192, 640, 640),
 ]
 
 

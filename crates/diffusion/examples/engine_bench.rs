@@ -520,6 +520,12 @@ fn gemm_bench() -> Result<(), Box<dyn std::error::Error>> {
         (2048, 128, 128),
         (2048, 128, 1024),
         (2048, 2048, 2048),
+        // SDXL at 1024², guidance's batch of 2: level 2's projections (1024 tokens, 1280
+        // features), its GEGLU up and down, and level 1's projections (4096 tokens, 640).
+        (2048, 1280, 1280),
+        (2048, 1280, 10240),
+        (2048, 5120, 1280),
+        (8192, 640, 640),
     ] {
         let a = input([m, k], 1, &device);
         let b = input([k, n], 2, &device);
