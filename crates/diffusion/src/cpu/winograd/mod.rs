@@ -34,8 +34,9 @@ use super::{Operand, SharedMut};
 
 /// Sets of transformed filters (one packed `c_in × c_out` matrix per position ξ) kept between
 /// calls, so that a call allocates none: one set per convolution running at the same time
-/// (usually one), each as large as the largest layer it has served (at most 36·c_in·c_out floats:
-/// 236 MB for SDXL's largest F(4×4, 3×3) layer, 210 MB for SD1.5's largest F(2×2, 3×3) one).
+/// (usually one), each as large as the largest layer it has served, 16 or 36 · c_in · c_out
+/// floats: 210 MB for the 2560 → 1280 layers of SD1.5 at 512² and SDXL at 1024² (F(2×2, 3×3));
+/// at 2048² SDXL's take F(4×4, 3×3), 472 MB.
 static SCRATCH: Mutex<Vec<Vec<PackedB>>> = Mutex::new(Vec::new());
 
 /// Images with at least this many 4×4 tiles (64×64 pixels) go through F(4×4, 3×3).
