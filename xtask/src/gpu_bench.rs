@@ -104,7 +104,7 @@ pub fn prepare(ctx: &Ctx, dir: &str) -> Result {
         .map_err(|e| format!("{}: {e}", script.display()))?;
 
     let mut files = Vec::new();
-    list_files(&dir, &mut files)?;
+    crate::util::list_files(&dir, &mut files)?;
     let total: u64 = files.iter().map(|(_, n)| n).sum();
     files.sort_by_key(|f| std::cmp::Reverse(f.1));
     println!("\nthe bundle, {}:", dir.display());
@@ -210,21 +210,6 @@ fn copy_tree(from: &Path, to: &Path) -> Result {
     } else {
         copy(from, to)
     }
-}
-
-fn list_files(dir: &Path, out: &mut Vec<(PathBuf, u64)>) -> Result {
-    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
-        let meta = entry
-            .metadata()
-            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
-        if meta.is_dir() {
-            list_files(&entry.path(), out)?;
-        } else {
-            out.push((entry.path(), meta.len()));
-        }
-    }
-    Ok(())
 }
 
 /// What `--run` does; the defaults are the issue's: SDXL-inpainting, its own 1024², 30 steps.

@@ -103,24 +103,20 @@ pub fn real(ctx: &Ctx, runs: &str, steps: usize) -> Result {
 /// same page cache: otherwise the first side's peak (17 GB for SDXL in f32, on a 24 GB machine)
 /// can evict the files, and the second reads them from disk.
 fn warm_page_cache(dir: &str) -> Result {
-    fn visit(dir: &std::path::Path, buf: &mut [u8]) -> Result {
-        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for entry in entries {
-            let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
-            if path.is_dir() {
-                visit(&path, buf)?;
-            } else if path.to_string_lossy().ends_with(".fp16.safetensors") {
-                let mut file =
-                    std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                while std::io::Read::read(&mut file, buf)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-                    > 0
-                {}
-            }
+    let mut files = Vec::new();
+    crate::util::list_files(std::path::Path::new(dir), &mut files)?;
+    let mut buf = vec![0u8; 8 << 20];
+    for (path, _) in files {
+        if path.to_string_lossy().ends_with(".fp16.safetensors") {
+            let mut file =
+                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            while std::io::Read::read(&mut file, &mut buf)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                > 0
+            {}
         }
-        Ok(())
     }
-    visit(std::path::Path::new(dir), &mut vec![0u8; 8 << 20])
+    Ok(())
 }
 
 fn table(

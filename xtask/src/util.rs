@@ -314,6 +314,22 @@ pub fn copy(from: &Path, to: &Path) -> Result {
         .map_err(|e| format!("copy {} → {}: {e}", from.display(), to.display()))
 }
 
+/// Every file under `dir`, at any depth, with its size.
+pub fn list_files(dir: &Path, out: &mut Vec<(PathBuf, u64)>) -> Result {
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        if meta.is_dir() {
+            list_files(&entry.path(), out)?;
+        } else {
+            out.push((entry.path(), meta.len()));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -88,13 +88,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn device(name: &str) -> Result<Device, Box<dyn std::error::Error>> {
+    Ok(compute(name, false)?.device)
+}
+
+/// `--device` opened, in f16 when `f16`: the device, its precision, limit and adapter.
+fn compute(
+    name: &str,
+    f16: bool,
+) -> Result<fresco_diffusion::device::Compute, Box<dyn std::error::Error>> {
     use fresco_diffusion::device::{Backend, open};
     let backend = match name {
         "cpu" => Backend::Cpu,
         "wgpu" => Backend::Wgpu,
         other => return Err(format!("unknown device {other}").into()),
     };
-    Ok(open(backend, false)?.device)
+    Ok(open(backend, f16)?)
 }
 
 /// A deterministic input of the given shape.
@@ -687,7 +695,6 @@ fn phases(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 /// our image against another (diffusers'). On a GPU every mark waits for the device's queue to
 /// drain (`Device::sync`), so a phase's time is its work, not its submission.
 fn real(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    use fresco_diffusion::device::{Backend, open};
     use fresco_diffusion::pipeline::generate::Phase;
     use fresco_diffusion::pipeline::image::{OutputFormat, decode, encode};
     use fresco_diffusion::pipeline::load::LoadOptions;
@@ -700,17 +707,12 @@ fn real(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let size: Option<u32> = arg(args, "--size").map(|r| r.parse()).transpose()?;
     let steps: usize = arg(args, "--steps").map_or(Ok(3), |r| r.parse())?;
     let (image, mask) = bench_inputs()?;
-    let backend = match arg(args, "--device").as_deref().unwrap_or("cpu") {
-        "cpu" => Backend::Cpu,
-        "wgpu" => Backend::Wgpu,
-        other => return Err(format!("--device {other}: cpu or wgpu").into()),
-    };
     let f16 = match arg(args, "--precision").as_deref().unwrap_or("f32") {
         "f32" => false,
         "f16" => true,
         other => return Err(format!("--precision {other}: f32 or f16").into()),
     };
-    let compute = open(backend, f16)?;
+    let compute = compute(arg(args, "--device").as_deref().unwrap_or("cpu"), f16)?;
     let device = compute.device.clone();
     // Every mark waits for the work queued before it (a no-op on the CPU backend), and notes the
     // bytes the device's allocator holds then: the largest is the call's device memory (its pools

@@ -71,6 +71,11 @@ pub(crate) struct PackedB {
     start: usize,
 }
 
+/// Floats a packed `k × n` matrix takes: whole `NR`-column panels.
+fn panel_floats(k: usize, n: usize) -> usize {
+    n.div_ceil(NR) * k * NR
+}
+
 /// Floats from `ptr` to the next 64-byte boundary.
 fn to_line(ptr: *const f32) -> usize {
     (64 - ptr as usize % 64) % 64 / 4
@@ -83,7 +88,7 @@ impl PackedB {
     /// B must be valid for `k × n` elements at those strides.
     pub unsafe fn pack(k: usize, n: usize, b: Operand) -> Self {
         let panels = n.div_ceil(NR);
-        let mut data = vec![0.0f32; panels * k * NR + 15];
+        let mut data = vec![0.0f32; panel_floats(k, n) + 15];
         let start = to_line(data.as_ptr());
         for (jp, panel) in data[start..]
             .chunks_exact_mut((k * NR).max(1))
@@ -118,7 +123,7 @@ impl PackedB {
             return PackedB::empty();
         }
         // The last panel's missing columns: zeros after the weight's last row.
-        weight.resize(n.div_ceil(NR) * k * NR, 0.0);
+        weight.resize(panel_floats(k, n), 0.0);
         weight.par_chunks_mut(k * NR).enumerate().for_each_init(
             || vec![0.0f32; k * NR],
             |scratch, (jp, panel)| {
@@ -161,7 +166,7 @@ impl PackedB {
     /// its panels (panel `jp`'s row `p` at `(jp·k + p)·NR`) for the caller to fill: every float,
     /// the zero columns past `n` included (the contents are whatever was there before).
     pub fn reshape(&mut self, k: usize, n: usize) -> &mut [f32] {
-        let floats = n.div_ceil(NR) * k * NR;
+        let floats = panel_floats(k, n);
         if self.data.capacity() < floats + 15 {
             self.data = Vec::with_capacity(floats + 15);
         }
@@ -176,7 +181,7 @@ impl PackedB {
 
     /// Multiplies every element by `s`.
     pub fn scale(&mut self, s: f32) {
-        let floats = self.n.div_ceil(NR) * self.k * NR;
+        let floats = panel_floats(self.k, self.n);
         self.data[self.start..self.start + floats]
             .iter_mut()
             .for_each(|v| *v *= s);
@@ -399,7 +404,7 @@ mod tests {
             for p in [&in_place, &copied] {
                 assert_eq!(p.data[p.start..].as_ptr() as usize % 64, 0, "{k}×{n}");
             }
-            let panels = n.div_ceil(NR) * k * NR;
+            let panels = panel_floats(k, n);
             assert_eq!(
                 in_place.data[in_place.start..][..panels],
                 copied.data[copied.start..][..panels],
